@@ -1,0 +1,15 @@
+"""fairseq-svae: the Sentence VAE of Bowman et al. (2016) as a fairseq plugin.
+
+Importing the package (which ``--user-dir fairseq_svae`` does) registers the ``sentence_vae``
+model, task and architectures and the ``annealed_elbo`` criterion, and makes fairseq load
+checkpoints with torch's weights-only protection on (see :mod:`fairseq_svae.checkpoint_io`).
+"""
+
+from fairseq_svae import checkpoint_io
+
+checkpoint_io.install()
+
+from fairseq_svae import criterions, models, tasks  # noqa: E402  (registration)
+from fairseq_svae.models.sentence_vae import SentenceVAEModel  # noqa: E402
+
+__all__ = ["SentenceVAEModel"]

@@ -1,0 +1,3 @@
+from fairseq_svae.data.truncated_sentence_dataset import TruncatedSentenceDataset
+
+__all__ = ["TruncatedSentenceDataset"]

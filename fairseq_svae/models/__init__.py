@@ -1,0 +1,1 @@
+from fairseq_svae.models import sentence_vae  # noqa: F401  (registers --arch sentence_vae*)

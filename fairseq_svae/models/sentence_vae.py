@@ -1,0 +1,161 @@
+"""``--arch sentence_vae``: the Sentence VAE of Bowman et al. (2016) as a fairseq model.
+
+Defaults live in :func:`base_architecture` only; the named architectures override sizes.
+"""
+
+import torch.nn as nn
+from fairseq.models import (
+    FairseqEncoderDecoderModel,
+    register_model,
+    register_model_architecture,
+)
+
+from fairseq_svae.models.sentence_vae_decoder import SentenceVAEDecoder
+from fairseq_svae.models.sentence_vae_encoder import (
+    POSTERIOR_LOGVAR,
+    POSTERIOR_MEAN,
+    SentenceVAEEncoder,
+)
+
+
+def build_embedding(dictionary, embed_dim: int) -> nn.Embedding:
+    embedding = nn.Embedding(len(dictionary), embed_dim, padding_idx=dictionary.pad())
+    nn.init.uniform_(embedding.weight, -0.1, 0.1)
+    nn.init.zeros_(embedding.weight[dictionary.pad()])
+    return embedding
+
+
+@register_model("sentence_vae")
+class SentenceVAEModel(FairseqEncoderDecoderModel):
+    """LSTM encoder -> diagonal Gaussian q(z|x) -> z -> LSTM decoder p(x|z)."""
+
+    @staticmethod
+    def add_args(parser):
+        # fmt: off
+        parser.add_argument("--latent-dim", type=int, metavar="N",
+                            help="size of the latent code z")
+        parser.add_argument("--dropout", type=float, metavar="D",
+                            help="dropout on embeddings, between LSTM layers and on LSTM outputs")
+        parser.add_argument("--word-dropout", type=float, metavar="P",
+                            help="in training, replace each decoder input word with <unk> with "
+                                 "probability P (Bowman et al.); 1 gives an inputless decoder")
+        parser.add_argument("--encoder-embed-dim", type=int, metavar="N",
+                            help="encoder word embedding size")
+        parser.add_argument("--encoder-hidden-size", type=int, metavar="N",
+                            help="encoder LSTM hidden size (per direction)")
+        parser.add_argument("--encoder-layers", type=int, metavar="N",
+                            help="number of encoder LSTM layers")
+        parser.add_argument("--encoder-bidirectional", action="store_true",
+                            help="make the encoder LSTM bidirectional")
+        parser.add_argument("--decoder-embed-dim", type=int, metavar="N",
+                            help="decoder word embedding size")
+        parser.add_argument("--decoder-hidden-size", type=int, metavar="N",
+                            help="decoder LSTM hidden size")
+        parser.add_argument("--decoder-layers", type=int, metavar="N",
+                            help="number of decoder LSTM layers")
+        parser.add_argument("--decoder-out-embed-dim", type=int, metavar="N",
+                            help="size of the features fed to the output softmax "
+                                 "(a projection is added when it differs from the hidden size)")
+        parser.add_argument("--feed-latent", action="store_true",
+                            help="also concatenate z to the decoder input at every step "
+                                 "(by default z only sets the initial LSTM state)")
+        parser.add_argument("--share-decoder-input-output-embed", action="store_true",
+                            help="tie the decoder input embedding and the output softmax weights")
+        parser.add_argument("--share-encoder-decoder-embed", action="store_true",
+                            help="use one word embedding for the encoder and the decoder")
+        # fmt: on
+
+    @classmethod
+    def build_model(cls, args, task):
+        base_architecture(args)  # fill in any option an older checkpoint lacks
+        dictionary = task.target_dictionary
+        encoder_embed = build_embedding(dictionary, args.encoder_embed_dim)
+        if args.share_encoder_decoder_embed:
+            if args.encoder_embed_dim != args.decoder_embed_dim:
+                raise ValueError(
+                    f"--share-encoder-decoder-embed needs --encoder-embed-dim ({args.encoder_embed_dim}) "
+                    f"equal to --decoder-embed-dim ({args.decoder_embed_dim})"
+                )
+            decoder_embed = encoder_embed
+        else:
+            decoder_embed = build_embedding(dictionary, args.decoder_embed_dim)
+        if not 0.0 <= args.word_dropout <= 1.0:
+            raise ValueError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
+
+        encoder = SentenceVAEEncoder(
+            dictionary,
+            encoder_embed,
+            hidden_size=args.encoder_hidden_size,
+            num_layers=args.encoder_layers,
+            bidirectional=args.encoder_bidirectional,
+            latent_dim=args.latent_dim,
+            dropout=args.dropout,
+        )
+        decoder = SentenceVAEDecoder(
+            dictionary,
+            decoder_embed,
+            hidden_size=args.decoder_hidden_size,
+            num_layers=args.decoder_layers,
+            latent_dim=args.latent_dim,
+            out_embed_dim=args.decoder_out_embed_dim,
+            dropout=args.dropout,
+            word_dropout=args.word_dropout,
+            feed_latent=args.feed_latent,
+            share_input_output_embed=args.share_decoder_input_output_embed,
+        )
+        return cls(encoder, decoder)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.latent_dim
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_latent: bool = True,
+                features_only: bool = False, **kwargs):
+        """The ELBO's forward: z ~ q(z|x) (one reparameterized sample) in training and validation.
+
+        Returns the decoder output (logits, or features with ``features_only``) and a dict that
+        also holds the posterior mean and log-variance for the KL term.
+        """
+        encoder_out = self.encoder(src_tokens, src_lengths, sample_latent=sample_latent)
+        output, extra = self.decoder(
+            prev_output_tokens, encoder_out=encoder_out, features_only=features_only
+        )
+        extra[POSTERIOR_MEAN] = encoder_out[POSTERIOR_MEAN]
+        extra[POSTERIOR_LOGVAR] = encoder_out[POSTERIOR_LOGVAR]
+        return output, extra
+
+
+@register_model_architecture("sentence_vae", "sentence_vae")
+def base_architecture(args):
+    args.latent_dim = getattr(args, "latent_dim", 32)
+    args.dropout = getattr(args, "dropout", 0.3)
+    args.word_dropout = getattr(args, "word_dropout", 0.0)
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
+    args.encoder_hidden_size = getattr(args, "encoder_hidden_size", 512)
+    args.encoder_layers = getattr(args, "encoder_layers", 1)
+    args.encoder_bidirectional = getattr(args, "encoder_bidirectional", False)
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", args.encoder_embed_dim)
+    args.decoder_hidden_size = getattr(args, "decoder_hidden_size", args.encoder_hidden_size)
+    args.decoder_layers = getattr(args, "decoder_layers", 1)
+    args.decoder_out_embed_dim = getattr(args, "decoder_out_embed_dim", args.decoder_hidden_size)
+    args.feed_latent = getattr(args, "feed_latent", False)
+    args.share_decoder_input_output_embed = getattr(args, "share_decoder_input_output_embed", False)
+    args.share_encoder_decoder_embed = getattr(args, "share_encoder_decoder_embed", False)
+
+
+@register_model_architecture("sentence_vae", "sentence_vae_bowman")
+def sentence_vae_bowman(args):
+    """Bowman et al. (2016), Penn Treebank sizes: 353-d embeddings, 191 hidden units, 13-d z."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 353)
+    args.encoder_hidden_size = getattr(args, "encoder_hidden_size", 191)
+    args.latent_dim = getattr(args, "latent_dim", 13)
+    base_architecture(args)
+
+
+@register_model_architecture("sentence_vae", "sentence_vae_large")
+def sentence_vae_large(args):
+    """He et al. (2019): 512-d embeddings, 1024 hidden units, 32-d z."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)
+    args.encoder_hidden_size = getattr(args, "encoder_hidden_size", 1024)
+    args.latent_dim = getattr(args, "latent_dim", 32)
+    base_architecture(args)

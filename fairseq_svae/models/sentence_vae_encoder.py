@@ -1,0 +1,82 @@
+"""The inference network q(z|x): an LSTM over the sentence whose final state gives a diagonal Gaussian."""
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from fairseq.models import FairseqEncoder
+from fairseq.modules import FairseqDropout
+from torch import Tensor
+
+from fairseq_svae.gaussian import clamp_logvar, reparameterize
+
+# Keys of the encoder output. Every value is a (batch, latent_dim) tensor or None, which keeps
+# ``reorder_encoder_out`` a single loop.
+POSTERIOR_MEAN = "posterior_mean"
+POSTERIOR_LOGVAR = "posterior_logvar"
+LATENT = "latent"
+
+
+class SentenceVAEEncoder(FairseqEncoder):
+    """Reads ``w_1 .. w_n </s>`` with a (possibly bidirectional, multi-layer) LSTM.
+
+    The last layer's final hidden state(s) are projected to the mean and log-variance of q(z|x).
+    The encoder never sees word dropout: it must describe the sentence the decoder is asked to
+    reconstruct, and corrupting its input would only make q(z|x) less informative.
+    """
+
+    def __init__(self, dictionary, embed_tokens: nn.Embedding, hidden_size: int, num_layers: int,
+                 bidirectional: bool, latent_dim: int, dropout: float):
+        super().__init__(dictionary)
+        self.embed_tokens = embed_tokens
+        self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
+        self.lstm = nn.LSTM(
+            input_size=embed_tokens.embedding_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.num_directions = 2 if bidirectional else 1
+        # One projection gives both halves: mean and log-variance.
+        self.to_posterior = nn.Linear(hidden_size * self.num_directions, 2 * latent_dim)
+        self.latent_dim = latent_dim
+
+    def posterior(self, src_tokens: Tensor, src_lengths: Tensor):
+        """Mean and (clamped, fp32) log-variance of q(z|x) for right-padded ``src_tokens``."""
+        embedded = self.dropout_module(self.embed_tokens(src_tokens.t()))  # T x B x C
+        packed = nn.utils.rnn.pack_padded_sequence(
+            embedded, src_lengths.cpu(), enforce_sorted=False
+        )
+        _, (final_hidden, _) = self.lstm(packed)
+        # final_hidden: (layers * directions) x B x H; keep the last layer, all directions.
+        last_layer = final_hidden[-self.num_directions:]
+        summary = torch.cat(list(last_layer), dim=-1)
+        summary = self.dropout_module(summary)
+        mean, logvar = self.to_posterior(summary).chunk(2, dim=-1)
+        return mean.float(), clamp_logvar(logvar)
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, sample_latent: bool = False,
+                latent: Optional[Tensor] = None) -> Dict[str, Optional[Tensor]]:
+        """Encode a batch.
+
+        - ``sample_latent=False`` (what fairseq's generator gets): z is the posterior mean, so
+          reconstruction is deterministic.
+        - ``sample_latent=True``: z ~ q(z|x) by the reparameterization trick (the ELBO).
+        - ``latent`` given: the sentence is not read; the decoder is conditioned on this z
+          (prior samples, interpolation, latent arithmetic).
+        """
+        if latent is not None:
+            return {POSTERIOR_MEAN: None, POSTERIOR_LOGVAR: None, LATENT: latent.float()}
+        mean, logvar = self.posterior(src_tokens, src_lengths)
+        z = reparameterize(mean, logvar) if sample_latent else mean
+        return {POSTERIOR_MEAN: mean, POSTERIOR_LOGVAR: logvar, LATENT: z}
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, Optional[Tensor]], new_order: Tensor):
+        return {
+            key: None if value is None else value.index_select(0, new_order)
+            for key, value in encoder_out.items()
+        }
+
+    def max_positions(self):
+        return int(1e5)  # an LSTM has no positional limit; the task bounds sentence length
