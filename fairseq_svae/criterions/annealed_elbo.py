@@ -10,7 +10,6 @@ bits), so ``checkpoint_best.pt`` follows the real objective.
 import math
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -19,6 +18,7 @@ from fairseq.logging import metrics
 from fairseq_svae.gaussian import kl_to_standard_normal
 from fairseq_svae.kl_control import KL_SCHEDULES, KLSchedule, free_bits_kl
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
+from fairseq_svae.token_nll import token_nll
 
 _DEFAULT_SCHEDULE = KLSchedule()
 
@@ -90,7 +90,7 @@ class AnnealedELBOCriterion(FairseqCriterion):
         # Logits only where there is a real target token: the vocabulary projection is most of
         # the arithmetic, and padding positions would only be thrown away.
         logits = model.decoder.output_layer(features[is_token])
-        nll = F.cross_entropy(logits.float(), target[is_token], reduction="sum")
+        nll = token_nll(logits, target[is_token]).sum()
 
         kl_per_dimension = kl_to_standard_normal(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR])
         kl = kl_per_dimension.sum()
