@@ -43,6 +43,15 @@ class SentenceVAETaskConfig(FairseqDataclass):
         metadata={"help": "keep the first --max-sentence-length words of a long sentence "
                           "instead of skipping it"},
     )
+    # Read by FairseqTask.get_batch_iterator. fairseq 0.12 otherwise builds the batches once,
+    # seeded with --seed and the epoch it starts in, and reuses them: a run resumed in epoch 2
+    # would then train on other batches than the uninterrupted run. Rebuilding them every
+    # epoch (seeded with --seed + epoch) makes resuming exact and costs well under a second.
+    rebuild_batches: bool = field(
+        default=True,
+        metadata={"help": "rebuild the batches every epoch, so that a resumed run trains on "
+                          "the same batches as an uninterrupted one"},
+    )
 
 
 @register_task("sentence_vae", dataclass=SentenceVAETaskConfig)

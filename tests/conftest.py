@@ -1,0 +1,100 @@
+"""Shared fixtures: a slice of the Brown corpus binarized by the real fairseq-preprocess, and helpers
+that run the real fairseq commands (fairseq's own tests/test_binaries.py works the same way)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = REPO / "fairseq_svae"
+SHARED_BROWN = REPO.parent / "shared" / "data" / "brown"
+BIN = Path(sys.executable).parent
+
+# Small enough that a model trains in seconds, large enough that it learns something.
+SLICE_LINES = {"train": 2000, "valid": 200, "test": 200}
+SMALL_MODEL = [
+    "--arch", "sentence_vae", "--encoder-embed-dim", "64", "--encoder-hidden-size", "128",
+    "--latent-dim", "16",
+]
+
+
+def brown_text_dir(tmp_root: Path) -> Path:
+    """../shared/data/brown where it exists, else the copy embedded in examples/brown."""
+    if (SHARED_BROWN / "train.txt").exists():
+        return SHARED_BROWN
+    sys.path.insert(0, str(REPO / "examples" / "brown"))
+    from extract_corpus import extract
+
+    return extract(tmp_root / "brown-text")
+
+
+def run_command(name: str, *args, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run an installed command (fairseq-train, svae-eval, ...) and return what it printed."""
+    command = [str(BIN / name), *map(str, args)]
+    process_env = dict(os.environ, **(env or {}))
+    result = subprocess.run(command, capture_output=True, text=True, env=process_env, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited with {result.returncode}\n"
+            f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def json_log_records(text: str, tag: str):
+    """The JSON stats fairseq prints with --log-format json for one tag (train_inner, valid, train)."""
+    records = []
+    for line in text.splitlines():
+        marker = f"| {tag} | "
+        if marker in line and line.rstrip().endswith("}"):
+            records.append(json.loads(line.split(marker, 1)[1]))
+    return records
+
+
+@pytest.fixture(scope="session")
+def brown_slice(tmp_path_factory) -> Path:
+    """Plain-text slice of Brown: the first lines of each split."""
+    root = tmp_path_factory.mktemp("brown-slice")
+    source = brown_text_dir(root)
+    for split, lines in SLICE_LINES.items():
+        with open(source / f"{split}.txt", encoding="utf-8") as handle:
+            head = [next(handle) for _ in range(lines)]
+        (root / f"{split}.txt").write_text("".join(head), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_bin(brown_slice) -> Path:
+    destination = brown_slice / "data-bin"
+    run_command(
+        "fairseq-preprocess", "--only-source",
+        "--trainpref", brown_slice / "train.txt", "--validpref", brown_slice / "valid.txt",
+        "--testpref", brown_slice / "test.txt", "--thresholdsrc", "3", "--destdir", destination,
+    )
+    return destination
+
+
+def train_args(data_dir: Path, save_dir: Path, *extra) -> list:
+    """A fairseq-train command line for a small model on the slice."""
+    return [
+        data_dir, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae", *SMALL_MODEL,
+        "--criterion", "annealed_elbo", "--optimizer", "adam", "--lr", "2e-3",
+        "--max-tokens", "2000", "--cpu", "--save-dir", save_dir, "--log-format", "json",
+        "--log-interval", "5", "--seed", "3", "--num-workers", "0", *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_model(data_bin, tmp_path_factory):
+    """A small model trained for 3 epochs; returns (save_dir, fairseq-train stdout+stderr)."""
+    save_dir = tmp_path_factory.mktemp("trained")
+    result = run_command(
+        "fairseq-train",
+        *train_args(data_bin, save_dir, "--max-epoch", "3", "--kl-schedule", "linear",
+                    "--kl-anneal-updates", "40", "--no-epoch-checkpoints"),
+    )
+    return save_dir, result.stdout + result.stderr
