@@ -1,0 +1,160 @@
+"""The task's data handling and errors, and the criterion's loss and logging, in-process."""
+
+import pytest
+import torch
+from fairseq.logging import metrics
+
+from fairseq_svae.criterions.annealed_elbo import AnnealedELBOCriterion
+from fairseq_svae.gaussian import kl_to_standard_normal
+from fairseq_svae.tasks.sentence_vae import SentenceVAETask, SentenceVAETaskConfig
+
+from conftest import PLUGIN_DIR, run_command
+from model_helpers import build_small_model, encode_sentences
+
+SENTENCES = ["the cat sat on a mat", "a dog ran away from the big red house", "the cat"]
+
+
+def test_missing_data_directory_names_the_path_and_the_preprocess_command(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(FileNotFoundError, match=r"no-such-dir.*does not exist.*fairseq-preprocess --only-source"):
+        SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(missing)))
+
+
+def test_missing_dictionary_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"dict\.txt.*not found.*fairseq-preprocess"):
+        SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(tmp_path)))
+
+
+def test_missing_split_explains_how_to_binarize_it(data_bin):
+    task = SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(data_bin)))
+    with pytest.raises(FileNotFoundError, match=r"split 'valid2' not found.*--srcdict .*dict\.txt"):
+        task.load_dataset("valid2")
+
+
+def test_samples_feed_the_sentence_to_the_encoder_and_predict_it_with_eos(data_bin, brown_slice):
+    task = SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(data_bin)))
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    first_line = (brown_slice / "valid.txt").read_text().splitlines()[0]
+    sample = dataset.collater([dataset[0]])
+    eos = task.dictionary.eos()
+    words = task.dictionary.encode_line(first_line, add_if_not_exist=False, append_eos=False).long()
+    expected_target = torch.cat([words, torch.tensor([eos])])
+    assert torch.equal(sample["target"][0], expected_target)
+    assert torch.equal(sample["net_input"]["src_tokens"][0], expected_target)
+    assert torch.equal(sample["net_input"]["prev_output_tokens"][0], torch.cat([torch.tensor([eos]), words]))
+
+
+def test_empty_lines_train_and_validate(tmp_path):
+    lines = ["the cat sat", "", "a dog ran", "", "the cat ran"] * 20
+    for split in ("train", "valid"):
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    run_command("fairseq-preprocess", "--only-source", "--trainpref", tmp_path / "train.txt",
+                "--validpref", tmp_path / "valid.txt", "--destdir", tmp_path / "bin")
+    result = run_command("fairseq-train", tmp_path / "bin", "--user-dir", PLUGIN_DIR, "--task", "sentence_vae",
+                         "--arch", "sentence_vae", "--encoder-embed-dim", "8", "--encoder-hidden-size", "8",
+                         "--latent-dim", "2", "--criterion", "annealed_elbo", "--optimizer", "adam",
+                         "--lr", "1e-3", "--batch-size", "8", "--max-epoch", "1", "--cpu", "--no-save",
+                         "--num-workers", "0")
+    assert "valid on 'valid' subset" in result.stdout + result.stderr
+
+
+def small_sample(model):
+    src, lengths, prev, target = encode_sentences(model.decoder.dictionary, SENTENCES)
+    return {
+        "net_input": {"src_tokens": src, "src_lengths": lengths, "prev_output_tokens": prev},
+        "target": target,
+        "ntokens": int(lengths.sum()),
+        "nsentences": len(SENTENCES),
+    }
+
+
+def build_criterion(task, **overrides):
+    options = dict(kl_schedule="linear", kl_max_weight=1.0, kl_logistic_slope=0.0025,
+                   kl_logistic_midpoint=2500, kl_anneal_updates=100, kl_cycles=4,
+                   kl_cycle_rise_fraction=0.5, free_bits=0.0)
+    options.update(overrides)
+    return AnnealedELBOCriterion(task, **options)
+
+
+def reference_terms(model, sample, seed):
+    """NLL and KL of the same z draw, computed with PyTorch's own cross entropy."""
+    torch.manual_seed(seed)
+    logits, extra = model(**sample["net_input"])
+    nll = torch.nn.functional.cross_entropy(
+        logits.view(-1, logits.size(-1)), sample["target"].view(-1),
+        ignore_index=model.decoder.dictionary.pad(), reduction="sum")
+    kl = kl_to_standard_normal(extra["posterior_mean"], extra["posterior_logvar"]).sum()
+    return nll.item(), kl.item()
+
+
+def test_training_loss_is_nll_plus_scheduled_kl_and_validation_loss_the_negative_elbo():
+    model = build_small_model()
+    task = SentenceVAETask(SentenceVAETaskConfig(), model.decoder.dictionary)
+    criterion = build_criterion(task)
+    sample = small_sample(model)
+
+    model.train()
+    criterion.set_num_updates(25)  # linear over 100 updates: weight 0.25
+    nll, kl = reference_terms(model, sample, seed=7)
+    torch.manual_seed(7)
+    loss, sample_size, log = criterion(model, sample)
+    assert sample_size == 3
+    assert log["kl_weight_x_sentences"] == pytest.approx(0.25 * 3)
+    assert loss.item() == pytest.approx(nll + 0.25 * kl, rel=1e-5)
+
+    model.eval()
+    nll, kl = reference_terms(model, sample, seed=8)
+    torch.manual_seed(8)
+    loss, _, log = criterion(model, sample)
+    assert loss.item() == pytest.approx(nll + kl, rel=1e-5)
+    assert log["kl_weight_x_sentences"] == 3.0
+
+
+def test_free_bits_change_the_training_loss_but_not_the_validation_negative_elbo():
+    model = build_small_model()
+    task = SentenceVAETask(SentenceVAETaskConfig(), model.decoder.dictionary)
+    criterion = build_criterion(task, kl_schedule="constant", free_bits=5.0)
+    sample = small_sample(model)
+    model.train()
+    torch.manual_seed(1)
+    loss, _, log = criterion(model, sample)
+    # Every dimension is under a 5-nat floor: the KL term is 3 sentences x 6 dims x 5 nats.
+    assert loss.item() == pytest.approx(log["nll"].item() + 3 * 6 * 5.0, rel=1e-5)
+    model.eval()
+    torch.manual_seed(1)
+    loss, _, log = criterion(model, sample)
+    assert loss.item() == pytest.approx(log["nll"].item() + log["kl"].item(), rel=1e-5)
+
+
+def test_logged_figures_are_per_sentence_and_per_token_after_summing_workers():
+    logging_outputs = [
+        {"loss": 300.0, "nll": 280.0, "kl": 30.0, "kl_weight_x_sentences": 1.0, "ntokens": 40,
+         "nsentences": 2, "sample_size": 2},
+        {"loss": 100.0, "nll": 90.0, "kl": 10.0, "kl_weight_x_sentences": 1.0, "ntokens": 20,
+         "nsentences": 2, "sample_size": 2},
+    ]
+    with metrics.aggregate() as aggregator:
+        AnnealedELBOCriterion.reduce_metrics(logging_outputs)
+        values = aggregator.get_smoothed_values()
+    assert values["loss"] == pytest.approx(100.0)
+    assert values["nll"] == pytest.approx(92.5)
+    assert values["kl"] == pytest.approx(10.0)
+    assert values["neg_elbo"] == pytest.approx(102.5)
+    assert values["kl_weight"] == pytest.approx(0.5)
+    assert values["nll_per_token"] == pytest.approx(370 / 60, abs=1e-4)
+    assert values["ppl"] == pytest.approx(2.718281828 ** (410 / 60), rel=1e-3)
+    assert AnnealedELBOCriterion.logging_outputs_can_be_summed()
+
+
+def test_half_precision_forward_keeps_the_kl_in_fp32_and_finite():
+    model = build_small_model().to(torch.bfloat16)
+    task = SentenceVAETask(SentenceVAETaskConfig(), model.decoder.dictionary)
+    criterion = build_criterion(task)
+    sample = small_sample(model)
+    model.train()
+    loss, _, log = criterion(model, sample)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert log["kl"].dtype == torch.float32
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
