@@ -30,10 +30,15 @@ setup(
         "sentencepiece>=0.1.99",
         "sacrebleu>=2.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # scripts/plot_training.py draws with matplotlib; nothing else in the plugin needs it.
+        "plot": ["matplotlib>=3.5"],
+        "test": ["pytest>=7", "matplotlib>=3.5"],
+    },
     entry_points={
         "console_scripts": [
             "svae-user-dir = fairseq_svae.cli.user_dir:main",
+            "svae-eval = fairseq_svae.cli.evaluate:cli_main",
         ],
     },
 )
