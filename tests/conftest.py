@@ -98,3 +98,21 @@ def trained_model(data_bin, tmp_path_factory):
                     "--kl-anneal-updates", "40", "--no-epoch-checkpoints"),
     )
     return save_dir, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def trained_language_model(data_bin, tmp_path_factory) -> Path:
+    """A tiny fairseq lstm_lm trained for 2 epochs on the slice; returns its checkpoint_best.pt.
+
+    ``--user-dir`` only makes fairseq load the checkpoint with the weights-only protection on.
+    """
+    save_dir = tmp_path_factory.mktemp("lstm_lm")
+    run_command(
+        "fairseq-train", data_bin, "--user-dir", PLUGIN_DIR, "--task", "language_modeling",
+        "--sample-break-mode", "eos", "--arch", "lstm_lm", "--decoder-embed-dim", "32",
+        "--decoder-hidden-size", "48", "--decoder-out-embed-dim", "48", "--dropout", "0.1",
+        "--optimizer", "adam", "--lr", "5e-3", "--max-tokens", "2000", "--max-epoch", "2",
+        "--cpu", "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", "3",
+        "--num-workers", "0",
+    )
+    return save_dir / "checkpoint_best.pt"
