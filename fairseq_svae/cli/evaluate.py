@@ -45,8 +45,12 @@ DEFAULT_MAX_TOKENS = 4096
 # makes the softmax pass over it about 1.5x faster than a chunk that streams through memory;
 # a GPU wants large calls.
 DEFAULT_LOGITS_MB = {"cpu": 8, "cuda": 256}
-# Posterior samples and sentences of the timing probe made before the run starts.
-PROBE_SAMPLES, PROBE_SENTENCES = 4, 32
+# The timing probe made before the run starts: sentences of one real batch of the run (the
+# middle one, of typical length) with PROBE_SAMPLES posterior samples, scored 1 + PROBE_REPEATS
+# times. A real batch matters: on a CPU shared with other jobs, small calls slow down far more
+# than large ones (the threads wait for each other at every operation). The probe is cut to
+# at most PROBE_SHARE of the run's own work.
+PROBE_SAMPLES, PROBE_REPEATS, PROBE_SHARE = 2, 3, 0.05
 
 LANGUAGE_MODEL, SENTENCE_VAE = "language model", "sentence VAE"
 
@@ -121,7 +125,7 @@ def model_config(state):
 
 
 def load_model(path: str, data_dir: str, data_task):
-    """(model, kind) for a sentence_vae or a fairseq language model checkpoint."""
+    """(model, kind, arch) for a sentence_vae or a fairseq language model checkpoint."""
     if ":" in path or not os.path.isfile(path):
         raise FileNotFoundError(
             f"--path {path!r} is not a checkpoint file (svae-eval scores one model at a time); "
@@ -160,20 +164,49 @@ def load_model(path: str, data_dir: str, data_task):
 # Time estimate
 
 
-def measure_rate(scorer, sample) -> float:
-    """FLOP/s of ``scorer`` on ``sample``: one untimed warm-up call, then one timed call."""
-    scorer.score(sample)
-    start = time.perf_counter()
-    scorer.score(sample)
-    seconds = time.perf_counter() - start
-    tokens = int(sample["target"].ne(scorer.padding_idx).sum())
-    return tokens * scorer.flops_per_token() / max(seconds, 1e-9)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def probe_sample(dataset, batches):
-    """Up to PROBE_SENTENCES sentences of typical length (from the middle batch)."""
-    middle = batches[len(batches) // 2][:PROBE_SENTENCES]
-    return dataset.collater([dataset[int(i)] for i in middle])
+def measure_rate(scorer, sample, device: torch.device, repeats: int = 3) -> float:
+    """FLOP/s of ``scorer`` on ``sample``: the median of a few timed calls after a warm-up.
+
+    The median, because a machine shared with other jobs makes single calls much slower now
+    and then, and one such call would make the estimate wrong by that much.
+    """
+    flops = int(sample["target"].ne(scorer.padding_idx).sum()) * scorer.flops_per_token()
+    scorer.score(sample)
+    rates = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        scorer.score(sample)
+        synchronize(device)
+        rates.append(flops / max(time.perf_counter() - start, 1e-9))
+    return float(np.median(rates))
+
+
+def matmul_rate(device: torch.device, size: int = 1024, min_seconds: float = 0.25) -> float:
+    """The machine's fp32 matmul FLOP/s (size^3 products on the threads torch uses)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    synchronize(device)
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < min_seconds:
+        torch.mm(a, b)
+        calls += 1
+        synchronize(device)
+    return 2 * size**3 * calls / (time.perf_counter() - start)
+
+
+def probe_sample(dataset, batches, max_tokens: float):
+    """The middle batch's sentences, as many as fit in ``max_tokens`` tokens (at least 8)."""
+    middle = batches[len(batches) // 2]
+    within = np.cumsum(dataset.num_tokens_vec(middle)) <= max_tokens
+    keep = max(min(8, len(middle)), int(within.sum()))
+    return dataset.collater([dataset[int(i)] for i in middle[:keep]])
 
 
 def format_seconds(seconds: float) -> str:
@@ -286,23 +319,27 @@ def main(args):
         scorer = probe = LanguageModelScorer(model, pad, max_logit_rows)
 
     tokens = int(dataset.num_tokens_vec(indices).sum())
-    samples = args.iw_samples if kind == SENTENCE_VAE else 1
     total_flops = tokens * scorer.flops_per_token()
     threads = torch.get_num_threads() if device.type == "cpu" else None
-    rate = measure_rate(probe, utils.move_to_cuda(probe_sample(dataset, batches)) if use_cuda
-                        else probe_sample(dataset, batches))
-    expected = total_flops / rate
+    hardware = f"{threads} CPU thread{'s' if threads != 1 else ''}" if threads else "the GPU"
+    machine_rate = matmul_rate(device)
+    probe_tokens = PROBE_SHARE * total_flops / ((1 + PROBE_REPEATS) * probe.flops_per_token())
+    probe_batch = probe_sample(dataset, batches, probe_tokens)
+    model_rate = measure_rate(probe, utils.move_to_cuda(probe_batch) if use_cuda else probe_batch,
+                              device, PROBE_REPEATS)
+    expected = total_flops / model_rate
     logger.info(
         "%s %s (%s) on %s: %d sentences, %d tokens incl. </s>%s",
         kind, arch, args.path, f"{args.data}/{args.gen_subset}", len(indices), tokens,
         f", K = {args.iw_samples} posterior samples" if kind == SENTENCE_VAE else "",
     )
     logger.info(
-        "expected time: %s (%.3g FLOPs at %.1f GFLOP/s measured on this model and %s)",
-        format_seconds(expected), total_flops, rate / 1e9,
-        f"{threads} CPU thread{'s' if threads != 1 else ''}" if threads else "the GPU",
+        "expected time: %s (%.3g FLOPs at %.1f GFLOP/s, measured on this model with %s; "
+        "fp32 matmul peak %.1f GFLOP/s)",
+        format_seconds(expected), total_flops, model_rate / 1e9, hardware, machine_rate / 1e9,
     )
 
+    samples = args.iw_samples if kind == SENTENCE_VAE else 1
     progress = tqdm_bar(total=tokens * samples, disable=args.no_progress_bar)
     start = time.perf_counter()
     results = []
@@ -311,8 +348,14 @@ def main(args):
         if use_cuda:
             sample = utils.move_to_cuda(sample)
         results.append(scorer.score(sample, progress=progress.update))
+    synchronize(device)
     progress.close()
     seconds = time.perf_counter() - start
+    achieved = total_flops / max(seconds, 1e-9)
+    logger.info(
+        "done in %s (expected %s): %.1f GFLOP/s, %.0f%% of the fp32 matmul peak",
+        format_seconds(seconds), format_seconds(expected), achieved / 1e9, 100 * achieved / machine_rate,
+    )
 
     summary = summarize(kind, results, args.active_unit_threshold)
     summary.update({
@@ -325,11 +368,8 @@ def main(args):
         "expected_seconds": expected,
         "seconds": seconds,
         "threads": threads,
+        "matmul_peak_flops_per_second": machine_rate,
     })
-    logger.info(
-        "done in %s (expected %s): %.1f GFLOP/s", format_seconds(seconds), format_seconds(expected),
-        total_flops / max(seconds, 1e-9) / 1e9,
-    )
     print(results_table(summary, f"{arch} ({os.path.basename(args.path)})"))
     print(f"NLL per token {summary['nll_per_token']:.4f} nats; PPL = exp(total NLL / {tokens} tokens incl. </s>)")
     if args.json:
