@@ -158,3 +158,27 @@ def test_half_precision_forward_keeps_the_kl_in_fp32_and_finite():
     assert log["kl"].dtype == torch.float32
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.fixture(scope="module")
+def odd_sized_data_bin(brown_slice, tmp_path_factory):
+    """203 test sentences: a count fairseq 0.12 cannot split into batches that are all multiples of 8."""
+    root = tmp_path_factory.mktemp("odd")
+    lines = (brown_slice / "train.txt").read_text().splitlines()
+    (root / "train.txt").write_text("\n".join(lines[:500]) + "\n")
+    (root / "test.txt").write_text("\n".join(lines[500:703]) + "\n")
+    run_command("fairseq-preprocess", "--only-source", "--trainpref", root / "train.txt",
+                "--testpref", root / "test.txt", "--destdir", root / "bin")
+    return root / "bin"
+
+
+@pytest.mark.parametrize("max_tokens", [500, 1500, 4000])
+def test_batches_cover_every_sentence_exactly_once(odd_sized_data_bin, max_tokens):
+    # fairseq 0.12 alone drops a last batch whose size is not a multiple of 8 (issue #5036).
+    task = SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(odd_sized_data_bin)))
+    task.load_dataset("test")
+    dataset = task.dataset("test")
+    iterator = task.get_batch_iterator(dataset, max_tokens=max_tokens, required_batch_size_multiple=8,
+                                       max_positions=task.max_positions())
+    ids = [int(i) for batch in iterator.next_epoch_itr(shuffle=False) for i in batch["id"]]
+    assert sorted(ids) == list(range(203))

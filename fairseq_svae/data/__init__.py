@@ -1,3 +1,4 @@
+from fairseq_svae.data.sentence_pair_dataset import SentencePairDataset
 from fairseq_svae.data.truncated_sentence_dataset import TruncatedSentenceDataset
 
-__all__ = ["TruncatedSentenceDataset"]
+__all__ = ["SentencePairDataset", "TruncatedSentenceDataset"]
