@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "svae-user-dir = fairseq_svae.cli.user_dir:main",
+            "svae-interpolate = fairseq_svae.cli.interpolate:cli_main",
             "svae-eval = fairseq_svae.cli.evaluate:cli_main",
         ],
     },

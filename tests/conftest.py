@@ -35,7 +35,9 @@ def brown_text_dir(tmp_root: Path) -> Path:
 def run_command(name: str, *args, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
     """Run an installed command (fairseq-train, svae-eval, ...) and return what it printed."""
     command = [str(BIN / name), *map(str, args)]
-    process_env = dict(os.environ, **(env or {}))
+    # The test models are tiny: one thread each is as fast and keeps parallel runs from
+    # oversubscribing the cores.
+    process_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **(env or {}))
     result = subprocess.run(command, capture_output=True, text=True, env=process_env, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(

@@ -11,12 +11,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 from fairseq import utils
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II
 
 from fairseq_svae.data import TruncatedSentenceDataset
+from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
+from fairseq_svae.errors import DictionaryMismatchError, IncompatibleCheckpointError
+from fairseq_svae.generation import LatentSequenceGenerator, PriorSamplesDataset
+from fairseq_svae.generation.latent_sequence_generator import (
+    POSTERIOR_MEAN,
+    POSTERIOR_SAMPLE,
+    PRIOR,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,23 @@ class SentenceVAETaskConfig(FairseqDataclass):
         metadata={"help": "rebuild the batches every epoch, so that a resumed run trains on "
                           "the same batches as an uninterrupted one"},
     )
+    # Generation (fairseq-generate, svae-interpolate, the hub).
+    sample_from_prior: bool = field(
+        default=False,
+        metadata={"help": "fairseq-generate: decode sentences from z ~ N(0, I) instead of "
+                          "reconstructing --gen-subset; nothing is read but the dictionary"},
+    )
+    prior_samples: int = field(
+        default=100,
+        metadata={"help": "with --sample-from-prior: how many sentences to sample (sample i "
+                          "is the same for a given --seed whatever the batching or search)"},
+    )
+    reconstruct_from: ChoiceEnum([POSTERIOR_MEAN, POSTERIOR_SAMPLE]) = field(
+        default=POSTERIOR_MEAN,
+        metadata={"help": "fairseq-generate reconstruction: decode from the posterior mean "
+                          "(deterministic) or from one z ~ q(z|x) per sentence (seeded by --seed)"},
+    )
+    seed: int = II("common.seed")
 
 
 @register_task("sentence_vae", dataclass=SentenceVAETaskConfig)
@@ -85,6 +112,10 @@ class SentenceVAETask(FairseqTask):
         return cls(cfg, dictionary)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        if self.cfg.sample_from_prior:
+            self.datasets[split] = PriorSamplesDataset(self.cfg.prior_samples, self.dictionary.eos())
+            logger.info("%s: %d samples from the prior (no data read)", split, self.cfg.prior_samples)
+            return
         paths = utils.split_paths(self.cfg.data)
         data_path = paths[(epoch - 1) % len(paths)]
         split_path = os.path.join(data_path, split)
@@ -117,6 +148,10 @@ class SentenceVAETask(FairseqTask):
             left_pad_target=False,
         )
 
+    def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs) -> LanguagePairDataset:
+        """Sentences given as token tensors (``w_1 .. w_n </s>``), for the encoder only."""
+        return self.sentence_pairs(src_tokens, np.asarray(src_lengths), with_target=False)
+
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         # Long sentences are skipped in every split, not only where fairseq's
         # --skip-invalid-size-inputs-valid-test asks for it: --max-sentence-length is the
@@ -141,13 +176,76 @@ class SentenceVAETask(FairseqTask):
             criterion.set_num_updates(update_num)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
+    def build_model(self, cfg, from_checkpoint=False):
+        # Checked before building: another task's model may not even build with this task's
+        # dictionaries, and would fail somewhere deep inside fairseq.
+        require_sentence_vae_architecture(cfg)
+        return super().build_model(cfg, from_checkpoint)
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        """fairseq's search over the decoder, with z taken from the prior, a posterior sample or
+        the posterior mean (see :class:`LatentSequenceGenerator`)."""
+        if getattr(args, "score_reference", False):
+            return super().build_generator(models, args, **kwargs)
+        latent_source = PRIOR if self.cfg.sample_from_prior else self.cfg.reconstruct_from
+        extra = dict(extra_gen_cls_kwargs or {}, latent_source=latent_source, seed=self.cfg.seed)
+        return super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls or LatentSequenceGenerator,
+            extra_gen_cls_kwargs=extra, **kwargs,
+        )
+
+    def state_dict(self):
+        # Saved in every checkpoint, so loading it with another dict.txt fails clearly.
+        state = dict(super().state_dict())
+        state[DICTIONARY_STATE_KEY] = dictionary_fingerprint(self.dictionary)
+        return state
+
+    def load_state_dict(self, state_dict):
+        # fairseq calls this with the checkpoint's task state before it builds the model.
+        saved = state_dict.get(DICTIONARY_STATE_KEY)
+        here = dictionary_fingerprint(self.dictionary)
+        if saved is not None and dict(saved) != here:
+            dict_path = os.path.join(utils.split_paths(self.cfg.data)[0], "dict.txt")
+            raise DictionaryMismatchError(
+                f"the dictionary {dict_path} ({describe(here)}) is not the one this checkpoint "
+                f"was trained with ({describe(saved)}): every embedding row would stand for "
+                f"another word. Pass the data directory the model was trained on, or binarize "
+                f"your text against that dictionary: fairseq-preprocess --only-source "
+                f"--srcdict TRAINING_DATA_DIR/dict.txt --testpref test.txt --destdir NEW_DIR"
+            )
+        super().load_state_dict(state_dict)
+
     @property
     def source_dictionary(self):
-        return self.dictionary
+        # None with --sample-from-prior: fairseq-generate then prints no (empty) S- lines.
+        return None if self.cfg.sample_from_prior else self.dictionary
 
     @property
     def target_dictionary(self):
         return self.dictionary
+
+
+DICTIONARY_STATE_KEY = "dictionary"
+
+
+def require_sentence_vae_architecture(model_cfg) -> None:
+    """Raise a clear error unless ``model_cfg`` describes a Sentence VAE (any --arch sentence_vae*)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+
+    from fairseq_svae.models.sentence_vae import SentenceVAEModel
+
+    arch = getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None)
+    model_class = ARCH_MODEL_REGISTRY.get(arch) or MODEL_REGISTRY.get(arch)
+    if model_class is None or not issubclass(model_class, SentenceVAEModel):
+        sentence_vae_archs = sorted(
+            name for name, cls in ARCH_MODEL_REGISTRY.items() if cls is SentenceVAEModel
+        )
+        raise IncompatibleCheckpointError(
+            f"--task sentence_vae needs a Sentence VAE model ({', '.join(sentence_vae_archs)}), "
+            f"but the model is --arch {arch}: this checkpoint was written by another task. Use a "
+            f"checkpoint from fairseq-train --task sentence_vae --arch sentence_vae_bowman (or "
+            f"another sentence_vae architecture)."
+        )
 
 
 def split_flag(split: str) -> str:
