@@ -37,7 +37,7 @@ def run_command(name: str, *args, check: bool = True, env=None, cwd=None) -> sub
     command = [str(BIN / name), *map(str, args)]
     # The test models are tiny: one thread each is as fast and keeps parallel runs from
     # oversubscribing the cores.
-    process_env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **(env or {}))
+    process_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=process_env, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(
