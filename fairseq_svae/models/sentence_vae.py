@@ -109,6 +109,17 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
     def latent_dim(self) -> int:
         return self.encoder.latent_dim
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="checkpoint_best.pt",
+                        data_name_or_path=".", **kwargs):
+        """Load a trained model as a :class:`~fairseq_svae.hub_interface.SentenceVAEHubInterface`
+        (encode, reconstruct, sample, interpolate, posterior_samples, attribute_vector, shift)."""
+        from fairseq_svae.hub_interface import SentenceVAEHubInterface  # it imports this module
+
+        return SentenceVAEHubInterface.from_pretrained(
+            model_name_or_path, checkpoint_file, data_name_or_path, **kwargs
+        )
+
     def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_latent: bool = True,
                 features_only: bool = False, **kwargs):
         """The ELBO's forward: z ~ q(z|x) (one reparameterized sample) in training and validation.

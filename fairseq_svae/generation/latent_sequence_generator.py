@@ -1,0 +1,85 @@
+"""fairseq's SequenceGenerator, decoding each sentence from a chosen latent code z.
+
+The search itself (greedy, beam, ``--sampling``, ``--temperature``, length limits) is fairseq's
+own, with the decoder's incremental state: only the choice of z is ours. The encoder reads
+``net_input["latent"]`` when it is there (``SentenceVAEEncoder.forward(latent=...)``), so this
+class puts the chosen z into the batch and hands it on; nothing of the search is forked.
+"""
+
+from typing import Dict, Optional
+
+import torch
+from fairseq.sequence_generator import SequenceGenerator
+from torch import Tensor
+
+from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
+
+# The keyword of SentenceVAEEncoder.forward that replaces reading the sentence.
+LATENT_INPUT = "latent"
+
+POSTERIOR_MEAN = "posterior_mean"
+POSTERIOR_SAMPLE = "posterior_sample"
+PRIOR = "prior"
+LATENT_SOURCES = (POSTERIOR_MEAN, POSTERIOR_SAMPLE, PRIOR)
+
+
+def latent_batch(ids: Tensor, eos: int, latent: Optional[Tensor] = None) -> Dict:
+    """A batch with no source sentence: one output sentence per id, decoded from z.
+
+    fairseq's generator sizes the search from ``src_tokens``; a column of ``</s>`` gives it the
+    batch size and a source length of 1 (so ``--max-len-b`` alone bounds the output length).
+    The encoder never reads these tokens once it has z.
+    """
+    batch = ids.numel()
+    net_input = {
+        "src_tokens": torch.full((batch, 1), eos, dtype=torch.long, device=ids.device),
+        "src_lengths": torch.ones(batch, dtype=torch.long, device=ids.device),
+    }
+    if latent is not None:
+        net_input[LATENT_INPUT] = latent
+    return {"id": ids, "nsentences": batch, "ntokens": 0, "net_input": net_input, "target": None}
+
+
+class LatentSequenceGenerator(SequenceGenerator):
+    """Decodes from the posterior mean, a posterior sample, a prior sample, or a given z.
+
+    - a batch that already carries ``net_input["latent"]`` is decoded from it (interpolation,
+      attribute shifts, the hub);
+    - ``posterior_mean``: the encoder's default, deterministic reconstruction;
+    - ``posterior_sample``: one z ~ q(z|x) per sentence;
+    - ``prior``: one z ~ N(0, I) per sample id, the sentence is not read.
+
+    Drawn codes come from (``seed``, sample id) streams (see :mod:`latent_draws`), so they do
+    not depend on batching or on the search.
+    """
+
+    def __init__(self, models, tgt_dict, latent_source: str = POSTERIOR_MEAN, seed: int = 1, **kwargs):
+        super().__init__(models, tgt_dict, **kwargs)
+        if latent_source not in LATENT_SOURCES:
+            raise ValueError(f"latent_source must be one of {LATENT_SOURCES}, got {latent_source!r}")
+        if latent_source != POSTERIOR_MEAN and self.model.models_size > 1:
+            # Each model of an ensemble has its own latent space: one z means nothing to the others.
+            raise ValueError(
+                f"decoding from a drawn z ({latent_source}) needs a single model, got an ensemble "
+                f"of {self.model.models_size}; pass one checkpoint to --path"
+            )
+        self.latent_source = latent_source
+        self.seed = 1 if seed is None else seed
+
+    def _generate(self, sample, **kwargs):
+        net_input = sample["net_input"]
+        if net_input.get(LATENT_INPUT) is None and self.latent_source != POSTERIOR_MEAN:
+            latent = self.draw_latent(sample)
+            sample = dict(sample, net_input=dict(net_input, **{LATENT_INPUT: latent}))
+        return super()._generate(sample, **kwargs)
+
+    @torch.no_grad()
+    def draw_latent(self, sample) -> Tensor:
+        model = self.model.single_model
+        ids = sample["id"].tolist()
+        device = sample["net_input"]["src_tokens"].device
+        if self.latent_source == PRIOR:
+            return prior_latents(ids, model.latent_dim, self.seed, device=device)
+        net_input = sample["net_input"]
+        mean, logvar = model.encoder.posterior(net_input["src_tokens"], net_input["src_lengths"])
+        return posterior_latents(mean, logvar, ids, self.seed)

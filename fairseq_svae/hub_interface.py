@@ -1,0 +1,311 @@
+"""A trained Sentence VAE in Python, in the style of fairseq's hub interfaces.
+
+    from fairseq_svae import SentenceVAEModel
+    svae = SentenceVAEModel.from_pretrained("checkpoints/brown", data_name_or_path="data-bin/brown")
+    svae.reconstruct(["the jury said it did not know ."])
+    svae.sample(5, seed=1)
+    svae.interpolate("he was told .", "she asked him to leave the room .", steps=5)
+
+Every method takes raw text and applies the tokenizer and BPE the model was trained with (a
+``--bpe sentencepiece`` checkpoint carries them in its configuration), and the text-returning
+methods return lists of plain strings. Decoding is greedy unless fairseq generation options
+are passed (``beam=5``, ``sampling=True, sampling_topk=10``, ``temperature=0.7``, ...).
+"""
+
+import copy
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from fairseq import checkpoint_utils, file_utils, utils
+from fairseq.data import encoders
+from omegaconf import open_dict
+from torch import Tensor
+
+from fairseq_svae.errors import IncompatibleCheckpointError, SentenceInputError
+from fairseq_svae.generation import latent_batch
+from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
+from fairseq_svae.generation.latent_space import attribute_vector, interpolation_path, shift
+from fairseq_svae.models.sentence_vae import SentenceVAEModel
+from fairseq_svae.tasks.sentence_vae import SentenceVAETask
+
+logger = logging.getLogger(__name__)
+
+Sentences = Union[str, Sequence[str]]
+
+# How many codes are decoded together when no --batch-size was configured: large enough to keep
+# the vocabulary projection efficient, small enough for beam search's scores.
+DEFAULT_DECODE_BATCH = 256
+# fairseq's file names for a BPE model shipped next to the checkpoint (as in hub_utils).
+SENTENCEPIECE_MODEL_FILE = "sentencepiece.bpe.model"
+
+
+def _as_list(sentences: Sentences) -> List[str]:
+    if isinstance(sentences, str):
+        return [sentences]
+    sentences = list(sentences)
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TypeError(f"sentence {index} is a {type(sentence).__name__}, not a string: {sentence!r}")
+    return sentences
+
+
+def _random_seed() -> int:
+    # Drawn from torch's global generator, so torch.manual_seed makes "no seed" reproducible too.
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+class SentenceVAEHubInterface(nn.Module):
+    """Encode sentences to q(z|x), decode sentences from z, and move between them."""
+
+    def __init__(self, cfg, task, models):
+        super().__init__()
+        if len(models) != 1:
+            raise ValueError(f"the hub interface wraps one Sentence VAE, got an ensemble of {len(models)}")
+        if not isinstance(models[0], SentenceVAEModel) or not isinstance(task, SentenceVAETask):
+            raise IncompatibleCheckpointError(
+                f"expected a Sentence VAE (--task sentence_vae), got a {type(models[0]).__name__} "
+                f"for task {type(task).__name__}"
+            )
+        self.cfg = cfg
+        self.task = task
+        self.models = nn.ModuleList(models)
+        self.dictionary = task.target_dictionary
+        for model in self.models:
+            model.prepare_for_inference_(cfg)
+        self.tokenizer = encoders.build_tokenizer(cfg.tokenizer)
+        self.bpe = encoders.build_bpe(cfg.bpe)
+        # Follows .cuda() / .to(), like fairseq's GeneratorHubInterface.
+        self.register_buffer("_float_tensor", torch.tensor([0], dtype=torch.float))
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
+                        data_name_or_path: str = ".", **overrides) -> "SentenceVAEHubInterface":
+        """Load ``model_name_or_path/checkpoint_file`` with the dictionary in ``data_name_or_path``.
+
+        ``data_name_or_path`` is the fairseq-preprocess directory the model was trained on (a
+        path starting with "." is relative to the model directory, as in fairseq). Other
+        keyword arguments override the saved configuration: generation options (``beam``,
+        ``max_len_b``), ``max_sentence_length``, ``bpe`` / ``sentencepiece_model``, ``tokenizer``.
+        """
+        model_path = model_name_or_path
+        if not os.path.isdir(model_path):
+            model_path = file_utils.load_archive_file(model_name_or_path)  # URLs and archives
+        if model_path is None or not os.path.isdir(model_path):
+            raise FileNotFoundError(
+                f"model directory {model_name_or_path!r} not found; pass the --save-dir of "
+                f"fairseq-train (the directory holding checkpoint_best.pt)"
+            )
+        if os.pathsep in checkpoint_file:
+            raise ValueError(f"one checkpoint, please: got the ensemble {checkpoint_file!r}; Sentence "
+                             f"VAEs trained separately do not share a latent space")
+        checkpoint = os.path.join(model_path, checkpoint_file)
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(
+                f"checkpoint {checkpoint!r} not found; fairseq-train writes checkpoint_best.pt "
+                f"and checkpoint_last.pt into --save-dir (pass checkpoint_file=...)"
+            )
+        overrides = dict(overrides)
+        if data_name_or_path.startswith("."):
+            overrides["data"] = os.path.abspath(os.path.join(model_path, data_name_or_path))
+        else:
+            overrides["data"] = data_name_or_path
+        shipped_sentencepiece = os.path.join(model_path, SENTENCEPIECE_MODEL_FILE)
+        if os.path.isfile(shipped_sentencepiece):
+            overrides.setdefault("sentencepiece_model", shipped_sentencepiece)
+        overrides.setdefault("beam", 1)  # greedy, as in Bowman et al.'s decoded examples
+
+        state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint, overrides)
+        require_sentence_vae_checkpoint(state, checkpoint)
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [checkpoint], arg_overrides=overrides, state=state
+        )
+        return cls(cfg, task, models)
+
+    # ----------------------------------------------------------------------------------------
+    # Text <-> token ids
+
+    @property
+    def model(self) -> SentenceVAEModel:
+        return self.models[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self._float_tensor.device
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    def text_to_tokens(self, sentence: str, index: int = 0) -> Tensor:
+        """``w_1 .. w_n </s>`` ids of one raw sentence, tokenized as the training data was.
+
+        Words not in the dictionary read as ``<unk>`` (a warning names them); an empty sentence
+        or one longer than ``max_sentence_length`` is refused with :class:`SentenceInputError`.
+        """
+        text = sentence.strip()
+        if self.tokenizer is not None:
+            text = self.tokenizer.encode(text)
+        if self.bpe is not None:
+            text = self.bpe.encode(text)
+        unknown = []
+
+        def note_unknown(word, word_id):
+            if word_id == self.dictionary.unk() and word != self.dictionary.unk_word:
+                unknown.append(word)
+
+        tokens = self.dictionary.encode_line(
+            text, add_if_not_exist=False, consumer=note_unknown, append_eos=True
+        ).long()
+        words = tokens.numel() - 1
+        if words == 0:
+            raise SentenceInputError(
+                f"sentence {index} is empty ({sentence!r}): the encoder needs at least one word. "
+                f"Drop empty lines before calling the model."
+            )
+        limit = self.task.cfg.max_sentence_length
+        if words > limit:
+            raise SentenceInputError(
+                f"sentence {index} has {words} tokens, more than this model's "
+                f"max_sentence_length of {limit} ({sentence[:60]!r}...). Split it, or load the "
+                f"model with from_pretrained(..., max_sentence_length={words}) to read it anyway "
+                f"(the model never saw sentences that long in training)."
+            )
+        if unknown:
+            logger.warning(
+                "sentence %d: %d token(s) not in the dictionary read as %s: %s",
+                index, len(unknown), self.dictionary.unk_word, ", ".join(map(repr, unknown[:10])),
+            )
+        return tokens
+
+    def tokens_to_text(self, tokens: Tensor) -> str:
+        """Plain text of generated ids: end-of-sentence dropped, BPE and tokenizer undone."""
+        text = self.dictionary.string(tokens.cpu())
+        if self.bpe is not None:
+            text = self.bpe.decode(text)
+        if self.tokenizer is not None:
+            text = self.tokenizer.decode(text)
+        return text
+
+    # ----------------------------------------------------------------------------------------
+    # The encoder: q(z|x)
+
+    @torch.no_grad()
+    def encode(self, sentences: Sentences) -> Tuple[Tensor, Tensor]:
+        """Posterior means and log-variances of q(z|x), each ``len(sentences) x latent_dim``."""
+        token_lists = [self.text_to_tokens(s, i) for i, s in enumerate(_as_list(sentences))]
+        means = torch.empty(len(token_lists), self.latent_dim, device=self.device)
+        logvars = torch.empty_like(means)
+        if not token_lists:
+            return means, logvars
+        dataset = self.task.build_dataset_for_inference(token_lists, [t.numel() for t in token_lists])
+        # Batches of similar lengths, as fairseq builds them, but without fairseq's data loader
+        # (and its per-call log lines) and keeping the last, possibly smaller batch.
+        batches = dataset.batch_by_size(
+            dataset.ordered_indices(),
+            max_tokens=self.cfg.dataset.max_tokens,
+            max_sentences=self.cfg.dataset.batch_size,
+            required_batch_size_multiple=1,
+        )
+        for indices in batches:
+            batch = dataset.collater([dataset[int(index)] for index in indices])
+            batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
+            net_input = batch["net_input"]
+            mean, logvar = self.model.encoder.posterior(net_input["src_tokens"], net_input["src_lengths"])
+            means[batch["id"]] = mean
+            logvars[batch["id"]] = logvar
+        return means, logvars
+
+    # ----------------------------------------------------------------------------------------
+    # The decoder: p(x|z), through fairseq's generator
+
+    def build_generator(self, **generation):
+        """fairseq's generator over this model, with fairseq-generate options as keywords."""
+        gen_cfg = copy.deepcopy(self.cfg.generation)
+        with open_dict(gen_cfg):
+            for name, value in generation.items():
+                if name not in gen_cfg:
+                    raise TypeError(
+                        f"unknown generation option {name!r}; use fairseq-generate's options with "
+                        f"underscores, e.g. beam=5, sampling=True, sampling_topk=10, "
+                        f"temperature=0.7, max_len_b=50"
+                    )
+                setattr(gen_cfg, name, value)
+        return self.task.build_generator(self.models, gen_cfg)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor, **generation) -> List[str]:
+        """One sentence per row of ``latents`` (``n x latent_dim``), decoded in batches."""
+        if latents.dim() != 2 or latents.size(1) != self.latent_dim:
+            raise ValueError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
+        generator = self.build_generator(**generation)
+        batch_size = self.cfg.dataset.batch_size or DEFAULT_DECODE_BATCH
+        texts = []
+        for start in range(0, latents.size(0), batch_size):
+            chunk = latents[start : start + batch_size].to(self.device).float()
+            ids = torch.arange(start, start + chunk.size(0), device=self.device)
+            hypos = self.task.inference_step(
+                generator, self.models, latent_batch(ids, self.dictionary.eos(), chunk)
+            )
+            texts.extend(self.tokens_to_text(hypo[0]["tokens"]) for hypo in hypos)
+        return texts
+
+    def reconstruct(self, sentences: Sentences, **generation) -> List[str]:
+        """Each sentence decoded from its posterior mean (what fairseq-generate prints as H-)."""
+        means, _ = self.encode(sentences)
+        return self.decode_latents(means, **generation)
+
+    def prior_latents(self, n: int, seed: Optional[int] = None) -> Tensor:
+        """``n`` codes z ~ N(0, I); sample i under ``seed`` is fairseq-generate's sample i."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        return prior_latents(range(n), self.latent_dim, _random_seed() if seed is None else seed,
+                             device=self.device)
+
+    def sample(self, n: int, seed: Optional[int] = None, **generation) -> List[str]:
+        """``n`` sentences decoded from the prior (the same as ``fairseq-generate
+        --sample-from-prior --prior-samples n --seed seed`` with the same search)."""
+        return self.decode_latents(self.prior_latents(n, seed), **generation)
+
+    def posterior_samples(self, sentence: str, n: int = 5, seed: Optional[int] = None,
+                          **generation) -> List[str]:
+        """``n`` sentences decoded from z ~ q(z|sentence): the sentence's neighbourhood."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        mean, logvar = self.encode([sentence])
+        latents = posterior_latents(
+            mean.expand(n, -1), logvar.expand(n, -1), range(n), _random_seed() if seed is None else seed
+        )
+        return self.decode_latents(latents, **generation)
+
+    def interpolate(self, start: str, end: str, steps: int = 7, spherical: bool = False,
+                    **generation) -> List[str]:
+        """``steps`` sentences along the path between the two posterior means (endpoints
+        included: they are the two reconstructions), linear or, with ``spherical``, slerp."""
+        means, _ = self.encode([start, end])
+        return self.decode_latents(interpolation_path(means[0], means[1], steps, spherical), **generation)
+
+    def attribute_vector(self, sentences_with: Sentences, sentences_without: Sentences) -> Tensor:
+        """Mean posterior mean of ``sentences_with`` minus that of ``sentences_without``."""
+        return attribute_vector(self.encode(sentences_with)[0], self.encode(sentences_without)[0])
+
+    def shift(self, sentences: Sentences, vector: Tensor, alpha: float = 1.0, **generation) -> List[str]:
+        """Each sentence decoded from its posterior mean plus ``alpha`` times ``vector``."""
+        means, _ = self.encode(sentences)
+        return self.decode_latents(shift(means, vector, alpha), **generation)
+
+
+def require_sentence_vae_checkpoint(state: Dict, path: str) -> None:
+    """Refuse, before building anything, a checkpoint written by another fairseq task."""
+    cfg = state.get("cfg")
+    task = getattr(getattr(cfg, "task", None), "_name", None) if cfg is not None else None
+    if task != "sentence_vae":
+        model_cfg = getattr(cfg, "model", None)
+        arch = getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None)
+        raise IncompatibleCheckpointError(
+            f"{path} was written by fairseq-train --task {task} (--arch {arch}), not --task "
+            f"sentence_vae: it holds no Sentence VAE. Load a checkpoint from fairseq-train "
+            f"--task sentence_vae."
+        )
