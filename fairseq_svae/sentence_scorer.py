@@ -33,8 +33,9 @@ def matmul_flops_per_token(module: nn.Module) -> int:
     """2 x the matrix weights a token passes through: the FLOPs of one token through ``module``.
 
     Counts every ``nn.Linear`` and recurrent weight matrix (embedding lookups are not matmuls).
-    torch's FLOP counter does not see inside ``nn.LSTM`` on a CPU, hence this rule of thumb,
-    which is exact for LSTM decoders up to element-wise work.
+    torch's FLOP counter does not see inside ``nn.LSTM`` on a CPU, hence this rule of thumb. For
+    LSTM networks it leaves out only element-wise work (and counts a per-sentence projection,
+    such as z to the initial state, as if it ran per token: a small overestimate).
     """
     weights = 0
     for submodule in module.modules():
@@ -52,18 +53,24 @@ def sentence_owner(mask: torch.Tensor) -> torch.Tensor:
     return rows[mask]
 
 
-def summed_token_nll(logits_fn: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor,
-                     target: torch.Tensor, owner: torch.Tensor, rows: int, max_rows: int) -> torch.Tensor:
-    """Sum of per-token NLLs for each of ``rows`` owners, projecting ``max_rows`` tokens at a time.
+def summed_token_nll(token_nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     features: torch.Tensor, target: torch.Tensor, owner: torch.Tensor, rows: int,
+                     max_rows: int) -> torch.Tensor:
+    """Sum of per-token NLLs for each of ``rows`` owners, ``max_rows`` tokens per call.
 
+    ``token_nll_fn(features, target)`` gives the NLL of each token from its decoder features;
     ``features`` (tokens, C), ``target`` and ``owner`` (tokens,). Returns (rows,) in fp32.
     """
     totals = torch.zeros(rows, dtype=torch.float32, device=features.device)
     for start in range(0, features.size(0), max_rows):
         end = start + max_rows
-        nll = token_nll(logits_fn(features[start:end]), target[start:end])
-        totals.index_add_(0, owner[start:end], nll)
+        totals.index_add_(0, owner[start:end], token_nll_fn(features[start:end], target[start:end]))
     return totals
+
+
+def softmax_nll_fn(decoder) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Per-token NLL through the decoder's vocabulary projection (``output_layer``)."""
+    return lambda features, target: token_nll(decoder.output_layer(features), target)
 
 
 class SentenceVAEScorer:
@@ -71,7 +78,7 @@ class SentenceVAEScorer:
 
     Sentence i's K posterior samples come from a generator seeded with (seed, i), i its index in
     the split: a sentence gets the same samples whatever the batching, thread count or
-    ``--max-sentences``, and the first k of K samples are the samples of a run with K = k.
+    ``--max-sentences``.
     """
 
     def __init__(self, model, iw_samples: int, seed: int, max_logit_rows: int):
@@ -133,7 +140,7 @@ class SentenceVAEScorer:
             repeated_owner = (owner.unsqueeze(0) + sentences * torch.arange(
                 count, device=owner.device).unsqueeze(1)).reshape(-1)
             nll = summed_token_nll(
-                decoder.output_layer, features[is_token.repeat(count, 1)],
+                softmax_nll_fn(decoder), features[is_token.repeat(count, 1)],
                 flat_target.repeat(count), repeated_owner, count * sentences, self.max_logit_rows,
             )
             log_likelihood[first:first + count] = -nll.view(count, sentences)
@@ -184,8 +191,9 @@ class LanguageModelScorer:
             flops += 2 * decoder.embed_tokens.weight.numel()
         return flops
 
-    def _log_probs_logits(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """NLL via fairseq's normalizer, for decoders whose output is not plain logits."""
+    def _normalized_nll(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-token NLL through fairseq's normalizer: an adaptive softmax (--criterion
+        adaptive_loss) has no full logits to hand out."""
         log_probs = self.model.decoder.get_normalized_probs(
             (features.unsqueeze(0), None), log_probs=True, sample={"target": target.unsqueeze(0)}
         )[0]
@@ -197,17 +205,12 @@ class LanguageModelScorer:
         target = sample["target"]
         is_token = target.ne(self.padding_idx)
         features, _ = decoder.extract_features(sample["net_input"]["prev_output_tokens"])
-        features, flat_target, owner = features[is_token], target[is_token], sentence_owner(is_token)
         if getattr(decoder, "adaptive_softmax", None) is None:
-            nll = summed_token_nll(decoder.output_layer, features, flat_target, owner,
-                                   target.size(0), self.max_logit_rows)
+            nll_fn = softmax_nll_fn(decoder)
         else:
-            # An adaptive softmax (--criterion adaptive_loss) has no full logits to hand out.
-            nll = torch.zeros(target.size(0), dtype=torch.float32, device=target.device)
-            for start in range(0, features.size(0), self.max_logit_rows):
-                end = start + self.max_logit_rows
-                nll.index_add_(0, owner[start:end],
-                               self._log_probs_logits(features[start:end], flat_target[start:end]))
+            nll_fn = self._normalized_nll
+        nll = summed_token_nll(nll_fn, features[is_token], target[is_token], sentence_owner(is_token),
+                               target.size(0), self.max_logit_rows)
         tokens = is_token.sum(dim=1)
         if progress is not None:
             progress(int(tokens.sum()))

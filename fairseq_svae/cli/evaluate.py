@@ -59,6 +59,10 @@ class IncompatibleCheckpointError(ValueError):
     """The checkpoint is not a model svae-eval can score on this data."""
 
 
+class TooFewSentencesError(ValueError):
+    """The statistics asked for need more sentences than were selected."""
+
+
 def get_parser():
     parser = options.get_validation_parser(default_task="sentence_vae")
     # The one option that means something else here than in fairseq (see the module doc):
@@ -289,10 +293,6 @@ def results_table(summary, label: str) -> str:
 
 
 def main(args):
-    if args.path is None:
-        raise ValueError("svae-eval needs a checkpoint: --path checkpoints/checkpoint_best.pt")
-    if args.iw_samples < 1:
-        raise ValueError(f"--iw-samples must be >= 1, got {args.iw_samples}")
     use_cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
     torch.manual_seed(args.seed)
@@ -305,8 +305,9 @@ def main(args):
 
     indices, batches = sentence_batches(dataset, args.max_sentences, args.max_tokens, args.batch_size)
     if kind == SENTENCE_VAE and len(indices) < 2:
-        raise ValueError("a VAE's active units and mutual information need at least 2 sentences; "
-                         f"--max-sentences is {args.max_sentences}")
+        raise TooFewSentencesError(
+            f"a VAE's active units and mutual information need at least 2 sentences, and "
+            f"{len(indices)} were selected (--max-sentences {args.max_sentences})")
     logits_mb = args.logits_memory_mb or DEFAULT_LOGITS_MB[device.type]
     vocabulary = len(data_task.dictionary)
     max_logit_rows = max(1, int(logits_mb * 2**20 / (4 * vocabulary)))
@@ -398,10 +399,16 @@ def cli_main():
     )
     parser = get_parser()
     args = options.parse_args_and_arch(parser)
+    if args.path is None:
+        parser.error("a checkpoint is needed: --path checkpoints/checkpoint_best.pt")
+    if args.iw_samples < 1:
+        parser.error(f"--iw-samples must be >= 1, got {args.iw_samples}")
+    if args.max_sentences is not None and args.max_sentences < 1:
+        parser.error(f"--max-sentences must be >= 1, got {args.max_sentences}")
     try:
         main(args)
-    except (FileNotFoundError, IncompatibleCheckpointError, UnsafeCheckpointError,
-            DamagedCheckpointError) as error:
+    except (FileNotFoundError, IncompatibleCheckpointError, TooFewSentencesError,
+            UnsafeCheckpointError, DamagedCheckpointError) as error:
         # What the user has to fix, without a traceback through fairseq.
         parser.exit(2, f"svae-eval: error: {error}\n")
 
