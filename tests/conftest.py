@@ -118,3 +118,66 @@ def trained_language_model(data_bin, tmp_path_factory) -> Path:
         "--num-workers", "0",
     )
     return save_dir / "checkpoint_best.pt"
+
+
+# --- Generation (issue 4) -------------------------------------------------------------------
+# A model whose z tells sentences apart, so that reconstructions, prior samples and interpolation
+# paths differ measurably: few short training sentences with every word in the dictionary, free
+# bits (1 nat per dimension kept free of KL pressure, no annealing) and a bidirectional encoder,
+# trained well into memorisation (about 30 s on one core).
+SHORT_SENTENCES = {"train": 300, "valid": 30}
+LATENT_MODEL = [
+    "--arch", "sentence_vae", "--encoder-embed-dim", "64", "--encoder-hidden-size", "128",
+    "--latent-dim", "16", "--encoder-bidirectional", "--dropout", "0.0",
+]
+
+
+@pytest.fixture(scope="session")
+def short_sentences_bin(brown_slice) -> Path:
+    """The first 3-12 word sentences of the slice, binarized with every word in the dictionary."""
+    root = brown_slice / "short"
+    root.mkdir(exist_ok=True)
+    for split, count in SHORT_SENTENCES.items():
+        lines = (brown_slice / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+        short = [line for line in lines if 3 <= len(line.split()) <= 12][:count]
+        assert len(short) == count
+        (root / f"{split}.txt").write_text("\n".join(short) + "\n", encoding="utf-8")
+    destination = root / "data-bin"
+    run_command(
+        "fairseq-preprocess", "--only-source", "--trainpref", root / "train.txt",
+        "--validpref", root / "valid.txt", "--thresholdsrc", "1", "--destdir", destination,
+    )
+    return destination
+
+
+@pytest.fixture(scope="session")
+def latent_model(short_sentences_bin, tmp_path_factory) -> Path:
+    """checkpoint_last.pt of a model that uses z (checkpoint_best.pt would be an early epoch:
+    memorising the training sentences raises the validation loss)."""
+    save_dir = tmp_path_factory.mktemp("latent-model")
+    run_command(
+        "fairseq-train", short_sentences_bin, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae",
+        *LATENT_MODEL, "--criterion", "annealed_elbo", "--free-bits", "1.0", "--kl-schedule", "constant",
+        "--optimizer", "adam", "--lr", "5e-3", "--max-tokens", "300", "--max-epoch", "60",
+        "--cpu", "--save-dir", save_dir, "--seed", "3", "--num-workers", "0",
+        "--no-epoch-checkpoints", "--no-save-optimizer-state", "--log-format", "json",
+    )
+    return save_dir / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def greedy_reconstruction(short_sentences_bin, latent_model):
+    """fairseq-generate's greedy reconstruction of the 300 training sentences, with sacreBLEU."""
+    from generation_helpers import generate
+
+    return generate(short_sentences_bin, latent_model, "--gen-subset", "train", "--beam", "1",
+                    "--scoring", "sacrebleu", "--batch-size", "64")
+
+
+@pytest.fixture(scope="session")
+def latent_hub(short_sentences_bin, latent_model):
+    from fairseq_svae import SentenceVAEModel
+
+    return SentenceVAEModel.from_pretrained(
+        latent_model.parent, checkpoint_file=latent_model.name, data_name_or_path=str(short_sentences_bin)
+    )
