@@ -117,3 +117,23 @@ def test_a_checkpoint_of_another_kind_is_refused_clearly(trained_language_model,
     assert result.returncode == 2
     assert "holds a 'lstm' model" in result.stderr and "sentence_vae" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def other_dictionary_bin(brown_slice, tmp_path_factory):
+    """The slice's test split binarized with a dictionary built from itself: not the models'."""
+    destination = tmp_path_factory.mktemp("other-dictionary")
+    run_command("fairseq-preprocess", "--only-source", "--trainpref", brown_slice / "test.txt",
+                "--testpref", brown_slice / "test.txt", "--destdir", destination)
+    return destination
+
+
+@pytest.mark.parametrize("kind", ["sentence_vae", "lstm_lm"])
+def test_a_checkpoint_trained_with_another_dictionary_is_refused_clearly(
+        kind, trained_model, trained_language_model, other_dictionary_bin):
+    checkpoint = trained_model[0] / "checkpoint_best.pt" if kind == "sentence_vae" else trained_language_model
+    result = run_command("svae-eval", other_dictionary_bin, "--path", checkpoint, "--gen-subset", "test",
+                         "--cpu", check=False)
+    assert result.returncode == 2
+    assert f"{other_dictionary_bin}/dict.txt" in result.stderr
+    assert "--srcdict" in result.stderr and "Traceback" not in result.stderr

@@ -31,6 +31,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, FairseqLanguageM
 
 import fairseq_svae  # noqa: F401  (registers the task and model: --user-dir is optional)
 from fairseq_svae.checkpoint_io import DamagedCheckpointError, UnsafeCheckpointError
+from fairseq_svae.errors import IncompatibleCheckpointError
 from fairseq_svae.importance_sampling import active_units, mutual_information
 from fairseq_svae.models.sentence_vae import SentenceVAEModel
 from fairseq_svae.sentence_scorer import LanguageModelScorer, SentenceVAEScorer
@@ -53,10 +54,6 @@ DEFAULT_LOGITS_MB = {"cpu": 8, "cuda": 256}
 PROBE_SAMPLES, PROBE_REPEATS, PROBE_SHARE = 2, 3, 0.05
 
 LANGUAGE_MODEL, SENTENCE_VAE = "language model", "sentence VAE"
-
-
-class IncompatibleCheckpointError(ValueError):
-    """The checkpoint is not a model svae-eval can score on this data."""
 
 
 class TooFewSentencesError(ValueError):
@@ -155,11 +152,16 @@ def load_model(path: str, data_dir: str, data_task):
     except RuntimeError as error:
         if "size mismatch" not in str(error):
             raise
+        # A language model's checkpoint has no dictionary fingerprint (the sentence_vae task
+        # checks one before building), so another dict.txt shows up as wrong tensor shapes.
+        embedding = state["model"].get("decoder.embed_tokens.weight")
+        trained_with = f"{embedding.size(0)} types" if embedding is not None else "another size"
         raise IncompatibleCheckpointError(
-            f"{path} does not fit {os.path.join(data_dir, 'dict.txt')} "
-            f"({len(data_task.dictionary)} types): evaluate on the data directory the model was "
-            f"trained on, or binarize the split with that model's dictionary "
-            f"(fairseq-preprocess --only-source --srcdict DICT ...). {error}"
+            f"{path} was trained with a dictionary of {trained_with}, but "
+            f"{os.path.join(data_dir, 'dict.txt')} has {len(data_task.dictionary)} types. Pass the "
+            f"data directory the model was trained on, or binarize your text against its dictionary: "
+            f"fairseq-preprocess --only-source --srcdict TRAINING_DATA_DIR/dict.txt "
+            f"--testpref test.txt --destdir NEW_DIR"
         ) from error
     return models[0], kind, arch
 
