@@ -7,8 +7,6 @@ import struct
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO, json_log_records
 
 SCRIPT = REPO / "scripts" / "plot_training.py"

@@ -374,7 +374,8 @@ def main(args):
         "matmul_peak_flops_per_second": machine_rate,
     })
     print(results_table(summary, f"{arch} ({os.path.basename(args.path)})"))
-    print(f"NLL per token {summary['nll_per_token']:.4f} nats; PPL = exp(total NLL / {tokens} tokens incl. </s>)")
+    print(f"NLL per token {summary['nll_per_token']:.4f} nats; "
+          f"PPL = exp(total NLL / {tokens} tokens incl. </s>)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2)
