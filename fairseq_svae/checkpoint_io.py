@@ -19,6 +19,7 @@ any checkpoint is read). Besides allowing that class it wraps two fairseq functi
 """
 
 import argparse
+import errno
 import os
 import pickle
 import re
@@ -66,7 +67,10 @@ def is_checkpoint_read_error(error: Exception) -> bool:
     """Whether ``torch.load`` failed on the file itself (refused pickle, truncated archive)."""
     if isinstance(error, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
         return True
-    # torch reports a truncated or foreign file as a RuntimeError from its archive reader.
+    # torch reports a truncated or foreign file as a RuntimeError from its archive reader, or,
+    # when the cut falls inside the archive's index, as EINVAL from seeking in it.
+    if isinstance(error, OSError):
+        return error.errno == errno.EINVAL
     return isinstance(error, RuntimeError) and "PytorchStreamReader" in str(error)
 
 

@@ -63,10 +63,12 @@ def test_a_checkpoint_that_would_run_code_is_refused(data_bin, trained_model, tm
     assert not marker.exists()
 
 
-def test_a_truncated_checkpoint_gets_a_clear_error(data_bin, trained_model, tmp_path):
+@pytest.mark.parametrize("kept_bytes", [10_000, "half"])
+def test_a_truncated_checkpoint_gets_a_clear_error(data_bin, trained_model, tmp_path, kept_bytes):
     good = trained_model[0] / "checkpoint_best.pt"
     truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    size = good.stat().st_size // 2 if kept_bytes == "half" else kept_bytes
+    truncated.write_bytes(good.read_bytes()[:size])
     with pytest.raises(DamagedCheckpointError, match="incomplete or not a torch checkpoint"):
         load_checkpoint_state(truncated)
     result = validate(data_bin, truncated)
