@@ -181,3 +181,15 @@ def latent_hub(short_sentences_bin, latent_model):
     return SentenceVAEModel.from_pretrained(
         latent_model.parent, checkpoint_file=latent_model.name, data_name_or_path=str(short_sentences_bin)
     )
+
+
+@pytest.fixture
+def one_torch_thread():
+    """In-process inference with the tiny test models on one thread: on a shared 2-core machine a
+    second thread mostly waits for the first (an LSTM step measured 5x slower with two)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

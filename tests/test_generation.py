@@ -16,6 +16,8 @@ from fairseq_svae.models.sentence_vae_encoder import LATENT
 from conftest import run_command
 from generation_helpers import generate, read_lines
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PRIOR = ("--sample-from-prior", "--prior-samples")
 
 
