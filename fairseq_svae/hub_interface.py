@@ -9,7 +9,9 @@
 Every method takes raw text and applies the tokenizer and BPE the model was trained with (a
 ``--bpe sentencepiece`` checkpoint carries them in its configuration), and the text-returning
 methods return lists of plain strings. Decoding is greedy unless fairseq generation options
-are passed (``beam=5``, ``sampling=True, sampling_topk=10``, ``temperature=0.7``, ...).
+are passed (``beam=5``, ``sampling=True, sampling_topk=10``, ``temperature=0.7``, ...); batches
+hold ``svae.batch_size`` sentences or codes (256). Drawn codes are seeded per sample: ``sample(n,
+seed=s)`` returns what ``fairseq-generate --sample-from-prior --prior-samples n --seed s`` prints.
 """
 
 import copy
@@ -35,9 +37,10 @@ logger = logging.getLogger(__name__)
 
 Sentences = Union[str, Sequence[str]]
 
-# How many codes are decoded together when no --batch-size was configured: large enough to keep
-# the vocabulary projection efficient, small enough for beam search's scores.
-DEFAULT_DECODE_BATCH = 256
+# Sentences encoded / codes decoded together (``svae.batch_size``). The checkpoint's --batch-size
+# was chosen for training; for decoding, a few hundred rows keep the vocabulary projection
+# efficient while beam search's (rows x beam x vocabulary) scores stay small.
+DEFAULT_BATCH_SIZE = 256
 # fairseq's file names for a BPE model shipped next to the checkpoint (as in hub_utils).
 SENTENCEPIECE_MODEL_FILE = "sentencepiece.bpe.model"
 
@@ -77,6 +80,7 @@ class SentenceVAEHubInterface(nn.Module):
             model.prepare_for_inference_(cfg)
         self.tokenizer = encoders.build_tokenizer(cfg.tokenizer)
         self.bpe = encoders.build_bpe(cfg.bpe)
+        self.batch_size = DEFAULT_BATCH_SIZE
         # Follows .cuda() / .to(), like fairseq's GeneratorHubInterface.
         self.register_buffer("_float_tensor", torch.tensor([0], dtype=torch.float))
 
@@ -204,10 +208,7 @@ class SentenceVAEHubInterface(nn.Module):
         # Batches of similar lengths, as fairseq builds them, but without fairseq's data loader
         # (and its per-call log lines) and keeping the last, possibly smaller batch.
         batches = dataset.batch_by_size(
-            dataset.ordered_indices(),
-            max_tokens=self.cfg.dataset.max_tokens,
-            max_sentences=self.cfg.dataset.batch_size,
-            required_batch_size_multiple=1,
+            dataset.ordered_indices(), max_sentences=self.batch_size, required_batch_size_multiple=1
         )
         for indices in batches:
             batch = dataset.collater([dataset[int(index)] for index in indices])
@@ -241,10 +242,9 @@ class SentenceVAEHubInterface(nn.Module):
         if latents.dim() != 2 or latents.size(1) != self.latent_dim:
             raise ValueError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
         generator = self.build_generator(**generation)
-        batch_size = self.cfg.dataset.batch_size or DEFAULT_DECODE_BATCH
         texts = []
-        for start in range(0, latents.size(0), batch_size):
-            chunk = latents[start : start + batch_size].to(self.device).float()
+        for start in range(0, latents.size(0), self.batch_size):
+            chunk = latents[start : start + self.batch_size].to(self.device).float()
             ids = torch.arange(start, start + chunk.size(0), device=self.device)
             hypos = self.task.inference_step(
                 generator, self.models, latent_batch(ids, self.dictionary.eos(), chunk)

@@ -3,7 +3,7 @@
 # the Brown training text, encode the splits, binarize them, train, then reconstruct the test
 # set and sample from the prior with plain-text output.
 #
-#   bash examples/brown/subword/run.sh                          # about 25 minutes on 2 CPU cores
+#   bash examples/brown/subword/run.sh                          # MAX_UPDATE=3000 updates at Bowman size
 #   MAX_UPDATE=300 WORK_DIR=runs/subword-try bash examples/brown/subword/run.sh
 #
 # Settings (environment): WORK_DIR, TEXT_DIR (default: the embedded corpus, extracted),
