@@ -9,7 +9,7 @@ from fairseq.data import data_utils
 
 from fairseq_svae import SentenceVAEModel
 
-from conftest import BIN, REPO
+from conftest import BIN, REPO, run_command
 from generation_helpers import parse_generate_output, read_lines
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,3 +66,15 @@ def test_hub_applies_the_checkpoint_sentencepiece_model_to_raw_text(subword_run,
     hub_output = hub.reconstruct(test_lines[:20], beam=5)
     assert hub_output == [reconstructed.hypotheses[i] for i in range(20)]
     assert not any(PIECE in text for text in hub_output + hub.sample(5, seed=1))
+
+
+def test_svae_interpolate_reads_raw_text_through_the_checkpoint_sentencepiece_model(subword_run, brown_slice):
+    work, _ = subword_run
+    first, second = read_lines(brown_slice / "test.txt")[:2]
+    result = run_command("svae-interpolate", work / "data-bin", "--path", work / "checkpoints" / "checkpoint_best.pt",
+                         "--cpu", "--beam", "5", "--steps", "3", first, second)
+    lines = result.stdout.splitlines()
+    reconstructed = parse_generate_output((work / "reconstruct-test.txt").read_text(encoding="utf-8"))
+    # No --bpe on the command line: the pieces come from the checkpoint's --bpe sentencepiece.
+    assert [lines[0], lines[-1]] == [reconstructed.hypotheses[0], reconstructed.hypotheses[1]]
+    assert not any(PIECE in line for line in lines)

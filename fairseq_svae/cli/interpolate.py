@@ -19,6 +19,7 @@ import sys
 import torch
 from fairseq import checkpoint_utils, options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from omegaconf import open_dict
 
 import fairseq_svae  # noqa: F401  (registers the task before fairseq builds its parser)
 from fairseq_svae.checkpoint_io import DamagedCheckpointError, UnsafeCheckpointError
@@ -77,9 +78,15 @@ def load_hub(cfg) -> SentenceVAEHubInterface:
             f"checkpoint {paths[0]!r} not found; pass --path SAVE_DIR/checkpoint_best.pt of a "
             f"fairseq-train --task sentence_vae run"
         )
-    models, _ = checkpoint_utils.load_model_ensemble(
+    models, saved_cfg = checkpoint_utils.load_model_ensemble(
         paths, arg_overrides=ast.literal_eval(cfg.common_eval.model_overrides), task=task
     )
+    # Raw text must be split as the training data was: unless the command line says otherwise,
+    # use the tokenizer and BPE the checkpoint was trained with (e.g. --bpe sentencepiece).
+    with open_dict(cfg):
+        for component in ("tokenizer", "bpe"):
+            if cfg[component] is None and saved_cfg.get(component) is not None:
+                cfg[component] = saved_cfg[component]
     hub = SentenceVAEHubInterface(cfg, task, models)
     if torch.cuda.is_available() and not cfg.common.cpu:
         hub.cuda()
