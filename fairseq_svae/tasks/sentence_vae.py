@@ -18,7 +18,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from fairseq_svae.data import TruncatedSentenceDataset
+from fairseq_svae.data import SentencePairDataset, TruncatedSentenceDataset
 from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
 from fairseq_svae.errors import DictionaryMismatchError, IncompatibleCheckpointError
 from fairseq_svae.generation import LatentSequenceGenerator, PriorSamplesDataset
@@ -135,7 +135,7 @@ class SentenceVAETask(FairseqTask):
 
     def sentence_pairs(self, sentences, sizes, with_target: bool = True) -> LanguagePairDataset:
         """The sentence as source and (when given) as target: what the encoder and decoder read."""
-        return LanguagePairDataset(
+        return SentencePairDataset(
             sentences,
             sizes,
             self.dictionary,
