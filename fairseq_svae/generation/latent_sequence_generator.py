@@ -3,7 +3,8 @@
 The search itself (greedy, beam, ``--sampling``, ``--temperature``, length limits) is fairseq's
 own, with the decoder's incremental state: only the choice of z is ours. The encoder reads
 ``net_input["latent"]`` when it is there (``SentenceVAEEncoder.forward(latent=...)``), so this
-class puts the chosen z into the batch and hands it on; nothing of the search is forked.
+class puts the chosen z into the batch and hands it on. The one exception is plain greedy search
+(``--beam 1`` without sampling), which :mod:`greedy_search` does in fewer passes over the scores.
 """
 
 from typing import Dict, Optional
@@ -12,6 +13,7 @@ import torch
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
+from fairseq_svae.generation.greedy_search import greedy_search, supports_fast_greedy
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
 
 # The keyword of SentenceVAEEncoder.forward that replaces reading the sentence.
@@ -66,12 +68,15 @@ class LatentSequenceGenerator(SequenceGenerator):
         self.latent_source = latent_source
         self.seed = 1 if seed is None else seed
 
-    def _generate(self, sample, **kwargs):
+    def _generate(self, sample, prefix_tokens=None, constraints=None, bos_token=None):
         net_input = sample["net_input"]
         if net_input.get(LATENT_INPUT) is None and self.latent_source != POSTERIOR_MEAN:
             latent = self.draw_latent(sample)
             sample = dict(sample, net_input=dict(net_input, **{LATENT_INPUT: latent}))
-        return super()._generate(sample, **kwargs)
+        if supports_fast_greedy(self, prefix_tokens, constraints, bos_token):
+            return greedy_search(self, sample)
+        return super()._generate(sample, prefix_tokens=prefix_tokens, constraints=constraints,
+                                 bos_token=bos_token)
 
     @torch.no_grad()
     def draw_latent(self, sample) -> Tensor:
