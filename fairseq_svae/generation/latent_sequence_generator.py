@@ -3,18 +3,21 @@
 The search itself (greedy, beam, ``--sampling``, ``--temperature``, length limits) is fairseq's
 own, with the decoder's incremental state: only the choice of z is ours. The encoder reads
 ``net_input["latent"]`` when it is there (``SentenceVAEEncoder.forward(latent=...)``), so this
-class puts the chosen z into the batch and hands it on. The one exception is plain greedy search
-(``--beam 1`` without sampling), which :mod:`greedy_search` does in fewer passes over the scores.
+class puts the chosen z into the batch and hands it on. Two parts are faster equivalents: plain
+greedy search (``--beam 1`` without sampling), which :mod:`greedy_search` does in fewer passes
+over the scores, and ``--sampling``'s draw (:mod:`sampling_search`).
 """
 
 from typing import Dict, Optional
 
 import torch
+from fairseq.search import Sampling
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
 from fairseq_svae.generation.greedy_search import greedy_search, supports_fast_greedy
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
+from fairseq_svae.generation.sampling_search import InverseCdfSampling
 
 # The keyword of SentenceVAEEncoder.forward that replaces reading the sentence.
 LATENT_INPUT = "latent"
@@ -67,6 +70,9 @@ class LatentSequenceGenerator(SequenceGenerator):
             )
         self.latent_source = latent_source
         self.seed = 1 if seed is None else seed
+        if type(self.search) is Sampling:
+            # Same distribution, one uniform draw per word instead of one per vocabulary entry.
+            self.search = InverseCdfSampling(tgt_dict, self.search.sampling_topk, self.search.sampling_topp)
 
     def _generate(self, sample, prefix_tokens=None, constraints=None, bos_token=None):
         net_input = sample["net_input"]
