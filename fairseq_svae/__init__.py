@@ -2,12 +2,14 @@
 
 Importing the package (which ``--user-dir fairseq_svae`` does) registers the ``sentence_vae``
 model, task and architectures and the ``annealed_elbo`` criterion, and makes fairseq load
-checkpoints with torch's weights-only protection on (see :mod:`fairseq_svae.checkpoint_io`).
+checkpoints with torch's weights-only protection on (see :mod:`fairseq_svae.checkpoint_io`), and
+prints the plugin's errors for users without a traceback (see :mod:`fairseq_svae.errors`).
 """
 
-from fairseq_svae import checkpoint_io
+from fairseq_svae import checkpoint_io, errors
 
 checkpoint_io.install()
+errors.install_error_reporting()
 
 from fairseq_svae import criterions, models, tasks  # noqa: E402  (registration)
 from fairseq_svae.models.sentence_vae import SentenceVAEModel  # noqa: E402

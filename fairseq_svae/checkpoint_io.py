@@ -30,15 +30,17 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
+from fairseq_svae.errors import UserError
+
 # Python classes that fairseq 0.12 checkpoints contain besides what torch allows by default.
 FAIRSEQ_CHECKPOINT_GLOBALS = (argparse.Namespace,)
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """The checkpoint's pickle names code that loading it would run."""
 
 
-class DamagedCheckpointError(RuntimeError):
+class DamagedCheckpointError(UserError, RuntimeError):
     """The checkpoint file is truncated or not a torch checkpoint at all."""
 
 

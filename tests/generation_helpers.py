@@ -43,11 +43,11 @@ def parse_generate_output(text: str) -> Generated:
     return generated
 
 
-def generate(data_dir, checkpoint, *extra, check: bool = True):
+def generate(data_dir, checkpoint, *extra, check: bool = True, env=None):
     """fairseq-generate with the plugin on the CPU; returns the parsed output (or the process)."""
     result = run_command(
         "fairseq-generate", data_dir, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae",
-        "--path", checkpoint, "--cpu", "--num-workers", "0", *extra, check=check,
+        "--path", checkpoint, "--cpu", "--num-workers", "0", *extra, check=check, env=env,
     )
     return parse_generate_output(result.stdout) if check else result
 

@@ -28,7 +28,8 @@ def test_a_checkpoint_from_another_task_is_refused(trained_language_model, data_
     result = generate(data_bin, trained_language_model, "--gen-subset", "valid", check=False)
     assert result.returncode != 0
     assert last_line(result.stderr).startswith(
-        "fairseq_svae.errors.IncompatibleCheckpointError: --task sentence_vae needs a Sentence VAE model")
+        "fairseq-generate: error: IncompatibleCheckpointError: --task sentence_vae needs a Sentence VAE model")
+    assert "Traceback" not in result.stderr
     assert "but the model is --arch lstm_lm" in result.stderr
 
     interpolated = run_command("svae-interpolate", data_bin, "--path", trained_language_model, "--cpu",
@@ -45,7 +46,8 @@ def test_another_dictionary_is_refused_before_the_weights_are_loaded(latent_mode
 
     result = generate(data_bin, latent_model, "--gen-subset", "valid", check=False)
     assert result.returncode != 0
-    assert last_line(result.stderr).startswith("fairseq_svae.errors.DictionaryMismatchError: the dictionary")
+    assert last_line(result.stderr).startswith("fairseq-generate: error: DictionaryMismatchError: the dictionary")
+    assert "Traceback" not in result.stderr
     assert "size mismatch" not in result.stderr  # torch's error from deep inside load_state_dict
 
     prior = generate(data_bin, latent_model, "--sample-from-prior", "--prior-samples", "3", check=False)
@@ -72,4 +74,9 @@ def test_prior_sample_count_must_be_positive(short_sentences_bin, latent_model):
     result = generate(short_sentences_bin, latent_model, "--sample-from-prior", "--prior-samples", "0",
                       check=False)
     assert result.returncode != 0
-    assert last_line(result.stderr).endswith("--prior-samples must be at least 1, got 0")
+    assert last_line(result.stderr) == "fairseq-generate: error: OptionError: --prior-samples must be at least 1, got 0"
+    assert "Traceback" not in result.stderr
+
+    shown = generate(short_sentences_bin, latent_model, "--sample-from-prior", "--prior-samples", "0",
+                     check=False, env={"SVAE_TRACEBACK": "1"})
+    assert "Traceback" in shown.stderr and "OptionError: --prior-samples must be at least 1" in shown.stderr

@@ -20,6 +20,17 @@ def test_missing_data_directory_names_the_path_and_the_preprocess_command(tmp_pa
         SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(missing)))
 
 
+def test_fairseq_train_reports_a_missing_data_directory_in_one_line(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    result = run_command("fairseq-train", missing, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae",
+                         "--arch", "sentence_vae", "--criterion", "annealed_elbo", "--batch-size", "8", "--cpu",
+                         check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"fairseq-train: error: MissingDataError: data directory '{missing}' does not exist; create it with")
+
+
 def test_missing_dictionary_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dict\.txt.*not found.*fairseq-preprocess"):
         SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(tmp_path)))

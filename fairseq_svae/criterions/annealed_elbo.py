@@ -15,6 +15,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.gaussian import kl_to_standard_normal
 from fairseq_svae.kl_control import KL_SCHEDULES, KLSchedule, free_bits_kl
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
@@ -76,7 +77,7 @@ class AnnealedELBOCriterion(FairseqCriterion):
             rise_fraction=kl_cycle_rise_fraction,
         )
         if free_bits < 0:
-            raise ValueError(f"--free-bits must be >= 0, got {free_bits}")
+            raise OptionError(f"--free-bits must be >= 0, got {free_bits}")
         self.free_bits = free_bits
         self.num_updates = 0
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.generation.latent_sequence_generator import latent_batch
 
 # fairseq batches by --max-tokens (12,000 by default in fairseq-generate) counted on the
@@ -22,7 +23,7 @@ NOMINAL_SAMPLE_TOKENS = 21
 class PriorSamplesDataset(FairseqDataset):
     def __init__(self, num_samples: int, eos: int):
         if num_samples < 1:
-            raise ValueError(f"--prior-samples must be at least 1, got {num_samples}")
+            raise OptionError(f"--prior-samples must be at least 1, got {num_samples}")
         self.eos = eos
         self.sizes = np.full(num_samples, NOMINAL_SAMPLE_TOKENS, dtype=np.int64)
 

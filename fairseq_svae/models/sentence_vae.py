@@ -10,6 +10,7 @@ from fairseq.models import (
     register_model_architecture,
 )
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.models.sentence_vae_decoder import SentenceVAEDecoder
 from fairseq_svae.models.sentence_vae_encoder import (
     POSTERIOR_LOGVAR,
@@ -72,7 +73,7 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
         encoder_embed = build_embedding(dictionary, args.encoder_embed_dim)
         if args.share_encoder_decoder_embed:
             if args.encoder_embed_dim != args.decoder_embed_dim:
-                raise ValueError(
+                raise OptionError(
                     f"--share-encoder-decoder-embed needs --encoder-embed-dim ({args.encoder_embed_dim}) "
                     f"equal to --decoder-embed-dim ({args.decoder_embed_dim})"
                 )
@@ -80,7 +81,7 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
         else:
             decoder_embed = build_embedding(dictionary, args.decoder_embed_dim)
         if not 0.0 <= args.word_dropout <= 1.0:
-            raise ValueError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
+            raise OptionError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
 
         encoder = SentenceVAEEncoder(
             dictionary,

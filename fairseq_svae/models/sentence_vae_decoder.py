@@ -8,6 +8,7 @@ from fairseq.models import FairseqIncrementalDecoder
 from fairseq.modules import FairseqDropout
 from torch import Tensor
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.models.sentence_vae_encoder import LATENT
 
 
@@ -56,7 +57,7 @@ class SentenceVAEDecoder(FairseqIncrementalDecoder):
         self.share_input_output_embed = share_input_output_embed
         if share_input_output_embed:
             if out_embed_dim != embed_tokens.embedding_dim:
-                raise ValueError(
+                raise OptionError(
                     f"--share-decoder-input-output-embed needs --decoder-out-embed-dim "
                     f"({out_embed_dim}) equal to --decoder-embed-dim ({embed_tokens.embedding_dim})"
                 )

@@ -20,7 +20,12 @@ from omegaconf import II
 
 from fairseq_svae.data import SentencePairDataset, TruncatedSentenceDataset
 from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
-from fairseq_svae.errors import DictionaryMismatchError, IncompatibleCheckpointError
+from fairseq_svae.errors import (
+    DictionaryMismatchError,
+    IncompatibleCheckpointError,
+    MissingDataError,
+    OptionError,
+)
 from fairseq_svae.generation import LatentSequenceGenerator, PriorSamplesDataset
 from fairseq_svae.generation.latent_sequence_generator import (
     POSTERIOR_MEAN,
@@ -90,20 +95,20 @@ class SentenceVAETask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: SentenceVAETaskConfig, **kwargs):
         if not cfg.data:
-            raise ValueError(
+            raise OptionError(
                 "the sentence_vae task needs a data directory: pass it as the first argument, "
                 "e.g. fairseq-train data-bin/brown ... (create it with "
                 + PREPROCESS_HINT.format(destdir="data-bin/brown") + ")"
             )
         data_path = utils.split_paths(cfg.data)[0]
         if not os.path.isdir(data_path):
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"data directory {data_path!r} does not exist; create it with: "
                 + PREPROCESS_HINT.format(destdir=data_path)
             )
         dict_path = os.path.join(data_path, "dict.txt")
         if not os.path.isfile(dict_path):
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"dictionary {dict_path!r} not found; fairseq-preprocess --only-source writes it: "
                 + PREPROCESS_HINT.format(destdir=data_path)
             )
@@ -121,7 +126,7 @@ class SentenceVAETask(FairseqTask):
         split_path = os.path.join(data_path, split)
         sentences = data_utils.load_indexed_dataset(split_path, self.dictionary, combine=combine)
         if sentences is None:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"split {split!r} not found: no {split_path}.bin/.idx. Binarize it against the "
                 f"existing dictionary with: fairseq-preprocess --only-source --{split_flag(split)} "
                 f"{split}.txt --srcdict {os.path.join(data_path, 'dict.txt')} --destdir {data_path}"
