@@ -37,8 +37,7 @@ def write_malicious_checkpoint(path, marker, good_checkpoint):
 
 def validate(data_bin, checkpoint):
     return run_command("fairseq-validate", data_bin, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae",
-                       "--path", checkpoint, "--cpu", "--max-tokens", "4000", check=False,
-                       env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": ""})
+                       "--path", checkpoint, "--cpu", "--max-tokens", "4000", check=False)
 
 
 def test_fairseq_validate_loads_plugin_checkpoints_with_weights_only_on(data_bin, trained_model):
