@@ -2,16 +2,25 @@
 
 Each subclasses :class:`UserError` and the built-in error a caller would already catch
 (``ValueError``, ``FileNotFoundError``); the message always says what was wrong, with the value,
-and what to do instead. fairseq's command-line tools (fairseq-train, fairseq-generate, ...) do not
-catch them, so importing the plugin installs :func:`report_user_errors` as ``sys.excepthook``: an
-uncaught user error, also one that fairseq re-raised as another exception, is printed as
-``PROG: error: Class: message`` without the traceback through fairseq's code (exit status 1).
-``SVAE_TRACEBACK=1`` shows the full traceback.
+and what to do instead.
+
+There is one way they reach a user of a command: ``PROG: error: Class: message`` on stderr, no
+traceback, exit status :data:`USER_ERROR_EXIT_STATUS`. The plugin's own commands (``svae-eval``,
+``svae-interpolate``) run their ``main`` through :func:`exit_on_user_error`; fairseq's commands
+(fairseq-train, fairseq-generate, ...) do not catch them, so importing the plugin installs
+:func:`report_user_errors` as ``sys.excepthook``, which prints the same line for an uncaught
+user error, also one that fairseq re-raised as another exception (Python then exits with 1).
+``SVAE_TRACEBACK=1`` shows the full traceback. Malformed command lines are argparse's business,
+as in fairseq: usage and exit status 2.
 """
 
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
+
+# What Python itself returns after an uncaught exception, so fairseq's commands (whose
+# exceptions end in the excepthook) and the plugin's commands agree.
+USER_ERROR_EXIT_STATUS = 1
 
 
 class UserError(Exception):
@@ -19,7 +28,7 @@ class UserError(Exception):
 
 
 class SentenceInputError(UserError, ValueError):
-    """A sentence the model cannot read: empty, or longer than the model allows."""
+    """A sentence the model cannot read: empty, not text, or longer than the model allows."""
 
 
 class IncompatibleCheckpointError(UserError, ValueError):
@@ -34,8 +43,16 @@ class MissingDataError(UserError, FileNotFoundError):
     """A data directory, dictionary or split that fairseq-preprocess has not written."""
 
 
+class MissingCheckpointError(UserError, FileNotFoundError):
+    """A checkpoint file or model directory that does not exist."""
+
+
 class OptionError(UserError, ValueError):
-    """A command-line option out of its range, or missing."""
+    """A command-line option or keyword argument out of its range, or missing."""
+
+
+class TooFewSentencesError(UserError, ValueError):
+    """The statistics asked for need more sentences than were selected."""
 
 
 def user_error_in(error: BaseException) -> Optional[UserError]:
@@ -49,16 +66,42 @@ def user_error_in(error: BaseException) -> Optional[UserError]:
     return None
 
 
+def program_name() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def user_error_line(error: UserError, program: Optional[str] = None) -> str:
+    """The one line a command prints for ``error``."""
+    return f"{program or program_name()}: error: {type(error).__name__}: {error}"
+
+
 def report_user_errors(error_type, error, traceback, fallback=sys.__excepthook__):
     """``sys.excepthook``: one line for a user error, the usual traceback for anything else."""
     user_error = user_error_in(error)
     if user_error is None or os.environ.get("SVAE_TRACEBACK"):
         fallback(error_type, error, traceback)
         return
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    print(f"{program}: error: {type(user_error).__name__}: {user_error}", file=sys.stderr)
+    print(user_error_line(user_error), file=sys.stderr)
+
+
+def exit_on_user_error(main: Callable[[], object], program: Optional[str] = None) -> None:
+    """Run a command's ``main``; a user error ends it as the excepthook would, without a traceback."""
+    try:
+        main()
+    except Exception as error:
+        user_error = user_error_in(error)
+        if user_error is None or os.environ.get("SVAE_TRACEBACK"):
+            raise
+        print(user_error_line(user_error, program), file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_STATUS)
 
 
 def install_error_reporting() -> None:
     if sys.excepthook is sys.__excepthook__:  # leave a hook someone else installed alone
         sys.excepthook = report_user_errors
+
+
+def nth_sentence(index: int) -> str:
+    """How a message names the sentence at 0-based ``index`` for a person: "the first sentence"."""
+    ordinals = ("first", "second", "third")
+    return f"the {ordinals[index]} sentence" if index < len(ordinals) else f"sentence {index + 1}"

@@ -26,11 +26,18 @@ from fairseq.data import encoders
 from omegaconf import open_dict
 from torch import Tensor
 
-from fairseq_svae.errors import IncompatibleCheckpointError, SentenceInputError
+from fairseq_svae.errors import (
+    IncompatibleCheckpointError,
+    MissingCheckpointError,
+    OptionError,
+    SentenceInputError,
+    nth_sentence,
+)
 from fairseq_svae.generation import latent_batch
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
 from fairseq_svae.generation.latent_space import attribute_vector, interpolation_path, shift
-from fairseq_svae.models.sentence_vae import SentenceVAEModel
+from fairseq_svae.sentence_vae_checkpoint import checkpoint_file as one_checkpoint_file
+from fairseq_svae.sentence_vae_checkpoint import is_sentence_vae_model, load_sentence_vae_state
 from fairseq_svae.tasks.sentence_vae import SentenceVAETask
 
 logger = logging.getLogger(__name__)
@@ -46,13 +53,7 @@ SENTENCEPIECE_MODEL_FILE = "sentencepiece.bpe.model"
 
 
 def _as_list(sentences: Sentences) -> List[str]:
-    if isinstance(sentences, str):
-        return [sentences]
-    sentences = list(sentences)
-    for index, sentence in enumerate(sentences):
-        if not isinstance(sentence, str):
-            raise TypeError(f"sentence {index} is a {type(sentence).__name__}, not a string: {sentence!r}")
-    return sentences
+    return [sentences] if isinstance(sentences, str) else list(sentences)
 
 
 def _random_seed() -> int:
@@ -66,8 +67,10 @@ class SentenceVAEHubInterface(nn.Module):
     def __init__(self, cfg, task, models):
         super().__init__()
         if len(models) != 1:
-            raise ValueError(f"the hub interface wraps one Sentence VAE, got an ensemble of {len(models)}")
-        if not isinstance(models[0], SentenceVAEModel) or not isinstance(task, SentenceVAETask):
+            raise IncompatibleCheckpointError(
+                f"the hub interface wraps one Sentence VAE, got an ensemble of {len(models)}: "
+                f"Sentence VAEs trained separately do not share a latent space")
+        if not is_sentence_vae_model(models[0]) or not isinstance(task, SentenceVAETask):
             raise IncompatibleCheckpointError(
                 f"expected a Sentence VAE (--task sentence_vae), got a {type(models[0]).__name__} "
                 f"for task {type(task).__name__}"
@@ -98,19 +101,14 @@ class SentenceVAEHubInterface(nn.Module):
         if not os.path.isdir(model_path):
             model_path = file_utils.load_archive_file(model_name_or_path)  # URLs and archives
         if model_path is None or not os.path.isdir(model_path):
-            raise FileNotFoundError(
+            raise MissingCheckpointError(
                 f"model directory {model_name_or_path!r} not found; pass the --save-dir of "
                 f"fairseq-train (the directory holding checkpoint_best.pt)"
             )
-        if os.pathsep in checkpoint_file:
-            raise ValueError(f"one checkpoint, please: got the ensemble {checkpoint_file!r}; Sentence "
-                             f"VAEs trained separately do not share a latent space")
-        checkpoint = os.path.join(model_path, checkpoint_file)
-        if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(
-                f"checkpoint {checkpoint!r} not found; fairseq-train writes checkpoint_best.pt "
-                f"and checkpoint_last.pt into --save-dir (pass checkpoint_file=...)"
-            )
+        checkpoint = one_checkpoint_file(
+            os.path.join(model_path, checkpoint_file), option="checkpoint_file",
+            remedy="pass from_pretrained(SAVE_DIR, checkpoint_file=NAME) with an existing NAME",
+        )
         overrides = dict(overrides)
         if data_name_or_path.startswith("."):
             overrides["data"] = os.path.abspath(os.path.join(model_path, data_name_or_path))
@@ -121,8 +119,7 @@ class SentenceVAEHubInterface(nn.Module):
             overrides.setdefault("sentencepiece_model", shipped_sentencepiece)
         overrides.setdefault("beam", 1)  # greedy, as in Bowman et al.'s decoded examples
 
-        state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint, overrides)
-        require_sentence_vae_checkpoint(state, checkpoint)
+        state = load_sentence_vae_state(checkpoint, overrides)
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
             [checkpoint], arg_overrides=overrides, state=state
         )
@@ -132,7 +129,8 @@ class SentenceVAEHubInterface(nn.Module):
     # Text <-> token ids
 
     @property
-    def model(self) -> SentenceVAEModel:
+    def model(self) -> nn.Module:
+        """The Sentence VAE (a :class:`~fairseq_svae.models.sentence_vae.SentenceVAEModel`)."""
         return self.models[0]
 
     @property
@@ -143,22 +141,26 @@ class SentenceVAEHubInterface(nn.Module):
     def latent_dim(self) -> int:
         return self.model.latent_dim
 
-    def text_to_tokens(self, sentence: str, index: int = 0) -> Tensor:
+    def text_to_tokens(self, sentence: str, index: int = 0, unknown: Optional[List[str]] = None) -> Tensor:
         """``w_1 .. w_n </s>`` ids of one raw sentence, tokenized as the training data was.
 
-        Words not in the dictionary read as ``<unk>`` (a warning names them); an empty sentence
-        or one longer than ``max_sentence_length`` is refused with :class:`SentenceInputError`.
+        Words not in the dictionary read as ``<unk>`` and are appended to ``unknown`` (when not
+        given, one warning names them); an empty sentence or one longer than
+        ``max_sentence_length`` is refused with :class:`SentenceInputError`.
         """
+        if not isinstance(sentence, str):
+            raise SentenceInputError(
+                f"{nth_sentence(index)} is not a string but {type(sentence).__name__} {sentence!r}")
         text = sentence.strip()
         if self.tokenizer is not None:
             text = self.tokenizer.encode(text)
         if self.bpe is not None:
             text = self.bpe.encode(text)
-        unknown = []
+        unknown_here: List[str] = []
 
         def note_unknown(word, word_id):
             if word_id == self.dictionary.unk() and word != self.dictionary.unk_word:
-                unknown.append(word)
+                unknown_here.append(word)
 
         tokens = self.dictionary.encode_line(
             text, add_if_not_exist=False, consumer=note_unknown, append_eos=True
@@ -166,23 +168,41 @@ class SentenceVAEHubInterface(nn.Module):
         words = tokens.numel() - 1
         if words == 0:
             raise SentenceInputError(
-                f"sentence {index} is empty ({sentence!r}): the encoder needs at least one word. "
-                f"Drop empty lines before calling the model."
+                f"{nth_sentence(index)} is empty ({sentence!r}): the encoder needs at least one "
+                f"word. Leave out empty lines."
             )
         limit = self.task.cfg.max_sentence_length
         if words > limit:
             raise SentenceInputError(
-                f"sentence {index} has {words} tokens, more than this model's "
-                f"max_sentence_length of {limit} ({sentence[:60]!r}...). Split it, or load the "
-                f"model with from_pretrained(..., max_sentence_length={words}) to read it anyway "
-                f"(the model never saw sentences that long in training)."
+                f"{nth_sentence(index)} has {words} tokens, more than this model's "
+                f"max_sentence_length of {limit} ({sentence[:60]!r}...). Split it, or raise the "
+                f"limit to read it anyway (the model never saw sentences that long in training): "
+                f"--max-sentence-length {words} on the command line, "
+                f"from_pretrained(..., max_sentence_length={words}) in Python."
             )
-        if unknown:
-            logger.warning(
-                "sentence %d: %d token(s) not in the dictionary read as %s: %s",
-                index, len(unknown), self.dictionary.unk_word, ", ".join(map(repr, unknown[:10])),
-            )
+        if unknown is None:
+            self._warn_unknown_words(unknown_here, sentences=1)
+        else:
+            unknown.extend(unknown_here)
         return tokens
+
+    def sentences_to_tokens(self, sentences: Sentences) -> List[Tensor]:
+        """:meth:`text_to_tokens` of each sentence, with one summary line for all unknown words."""
+        unknown: List[str] = []
+        sentences = _as_list(sentences)
+        token_lists = [self.text_to_tokens(s, i, unknown) for i, s in enumerate(sentences)]
+        self._warn_unknown_words(unknown, len(sentences))
+        return token_lists
+
+    def _warn_unknown_words(self, unknown: List[str], sentences: int) -> None:
+        if not unknown:
+            return
+        distinct = list(dict.fromkeys(unknown))
+        examples = ", ".join(map(repr, distinct[:8])) + (", ..." if len(distinct) > 8 else "")
+        logger.warning(
+            "%d word(s) in %d sentence(s) are not in the model's dictionary and read as %s: %s",
+            len(unknown), sentences, self.dictionary.unk_word, examples,
+        )
 
     def tokens_to_text(self, tokens: Tensor) -> str:
         """Plain text of generated ids: end-of-sentence dropped, BPE and tokenizer undone."""
@@ -199,7 +219,7 @@ class SentenceVAEHubInterface(nn.Module):
     @torch.no_grad()
     def encode(self, sentences: Sentences) -> Tuple[Tensor, Tensor]:
         """Posterior means and log-variances of q(z|x), each ``len(sentences) x latent_dim``."""
-        token_lists = [self.text_to_tokens(s, i) for i, s in enumerate(_as_list(sentences))]
+        token_lists = self.sentences_to_tokens(sentences)
         means = torch.empty(len(token_lists), self.latent_dim, device=self.device)
         logvars = torch.empty_like(means)
         if not token_lists:
@@ -228,7 +248,7 @@ class SentenceVAEHubInterface(nn.Module):
         with open_dict(gen_cfg):
             for name, value in generation.items():
                 if name not in gen_cfg:
-                    raise TypeError(
+                    raise OptionError(
                         f"unknown generation option {name!r}; use fairseq-generate's options with "
                         f"underscores, e.g. beam=5, sampling=True, sampling_topk=10, "
                         f"temperature=0.7, max_len_b=50"
@@ -240,7 +260,7 @@ class SentenceVAEHubInterface(nn.Module):
     def decode_latents(self, latents: Tensor, **generation) -> List[str]:
         """One sentence per row of ``latents`` (``n x latent_dim``), decoded in batches."""
         if latents.dim() != 2 or latents.size(1) != self.latent_dim:
-            raise ValueError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
+            raise OptionError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
         generator = self.build_generator(**generation)
         texts = []
         for start in range(0, latents.size(0), self.batch_size):
@@ -260,7 +280,7 @@ class SentenceVAEHubInterface(nn.Module):
     def prior_latents(self, n: int, seed: Optional[int] = None) -> Tensor:
         """``n`` codes z ~ N(0, I); sample i under ``seed`` is fairseq-generate's sample i."""
         if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+            raise OptionError(f"n must be at least 1, got {n}")
         return prior_latents(range(n), self.latent_dim, _random_seed() if seed is None else seed,
                              device=self.device)
 
@@ -273,7 +293,7 @@ class SentenceVAEHubInterface(nn.Module):
                           **generation) -> List[str]:
         """``n`` sentences decoded from z ~ q(z|sentence): the sentence's neighbourhood."""
         if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+            raise OptionError(f"n must be at least 1, got {n}")
         mean, logvar = self.encode([sentence])
         latents = posterior_latents(
             mean.expand(n, -1), logvar.expand(n, -1), range(n), _random_seed() if seed is None else seed
@@ -295,17 +315,3 @@ class SentenceVAEHubInterface(nn.Module):
         """Each sentence decoded from its posterior mean plus ``alpha`` times ``vector``."""
         means, _ = self.encode(sentences)
         return self.decode_latents(shift(means, vector, alpha), **generation)
-
-
-def require_sentence_vae_checkpoint(state: Dict, path: str) -> None:
-    """Refuse, before building anything, a checkpoint written by another fairseq task."""
-    cfg = state.get("cfg")
-    task = getattr(getattr(cfg, "task", None), "_name", None) if cfg is not None else None
-    if task != "sentence_vae":
-        model_cfg = getattr(cfg, "model", None)
-        arch = getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None)
-        raise IncompatibleCheckpointError(
-            f"{path} was written by fairseq-train --task {task} (--arch {arch}), not --task "
-            f"sentence_vae: it holds no Sentence VAE. Load a checkpoint from fairseq-train "
-            f"--task sentence_vae."
-        )

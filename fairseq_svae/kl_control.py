@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fairseq_svae.errors import OptionError
+
 KL_SCHEDULES = ("logistic", "linear", "cyclical", "constant")
 
 
@@ -35,20 +37,20 @@ class KLSchedule:
 
     def __post_init__(self):
         if self.name not in KL_SCHEDULES:
-            raise ValueError(
+            raise OptionError(
                 f"unknown KL schedule {self.name!r}: choose one of {', '.join(KL_SCHEDULES)}"
             )
         if self.max_weight < 0:
-            raise ValueError(f"--kl-max-weight must be >= 0, got {self.max_weight}")
+            raise OptionError(f"--kl-max-weight must be >= 0, got {self.max_weight}")
         if self.name in ("linear", "cyclical") and self.anneal_updates <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"--kl-anneal-updates must be > 0 for the {self.name} schedule, got {self.anneal_updates}"
             )
         if self.name == "cyclical":
             if self.cycles < 1:
-                raise ValueError(f"--kl-cycles must be >= 1, got {self.cycles}")
+                raise OptionError(f"--kl-cycles must be >= 1, got {self.cycles}")
             if not 0 < self.rise_fraction <= 1:
-                raise ValueError(
+                raise OptionError(
                     f"--kl-cycle-rise-fraction must be in (0, 1], got {self.rise_fraction}"
                 )
 

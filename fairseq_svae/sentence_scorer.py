@@ -16,7 +16,9 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 
-from fairseq_svae.gaussian import kl_to_standard_normal, reparameterize
+from fairseq_svae.errors import OptionError
+from fairseq_svae.gaussian import kl_to_standard_normal
+from fairseq_svae.generation.latent_draws import posterior_latents
 from fairseq_svae.importance_sampling import iw_nll, log_importance_weights, sampled_neg_elbo
 from fairseq_svae.models.sentence_vae_encoder import LATENT
 from fairseq_svae.token_nll import token_nll
@@ -76,14 +78,14 @@ def softmax_nll_fn(decoder) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
 class SentenceVAEScorer:
     """Importance-weighted NLL, ELBO terms and posterior statistics of each sentence of a batch.
 
-    Sentence i's K posterior samples come from a generator seeded with (seed, i), i its index in
-    the split: a sentence gets the same samples whatever the batching, thread count or
-    ``--max-sentences``.
+    Sentence i's K posterior samples come from its own stream, seeded with (seed, i), i its index
+    in the split (:mod:`fairseq_svae.generation.latent_draws`): a sentence gets the same samples
+    whatever the batching, thread count, device or ``--first-sentences``.
     """
 
     def __init__(self, model, iw_samples: int, seed: int, max_logit_rows: int):
         if iw_samples < 1:
-            raise ValueError(f"--iw-samples must be >= 1, got {iw_samples}")
+            raise OptionError(f"--iw-samples must be >= 1, got {iw_samples}")
         self.model = model
         self.iw_samples = iw_samples
         self.seed = seed
@@ -99,24 +101,9 @@ class SentenceVAEScorer:
             decoder += 2 * weight.numel()
         return encoder + self.iw_samples * decoder
 
-    def _generator(self, sentence_id: int, device) -> torch.Generator:
-        generator = torch.Generator(device=device)
-        # Distinct seeds for every (seed, sentence) pair below 10^9 sentences.
-        generator.manual_seed(self.seed * 1_000_000_007 + sentence_id)
-        return generator
-
     def posterior_samples(self, sentence_ids, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """K samples z ~ q(z|x) for each sentence: (K, B, D), fp32."""
-        samples, latent_dim = self.iw_samples, mean.size(1)
-        per_sentence = [
-            reparameterize(
-                mean[row].expand(samples, latent_dim),
-                logvar[row].expand(samples, latent_dim),
-                generator=self._generator(int(sentence_id), mean.device),
-            )
-            for row, sentence_id in enumerate(sentence_ids)
-        ]
-        return torch.stack(per_sentence, dim=1)
+        """K samples z ~ q(z|x) for each sentence: (K, B, D), fp32, from each sentence's own stream."""
+        return posterior_latents(mean, logvar, sentence_ids, self.seed, samples=self.iw_samples)
 
     @torch.no_grad()
     def log_likelihood(self, prev_output_tokens: torch.Tensor, target: torch.Tensor,

@@ -5,11 +5,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The seed of every training fixture. Tests must hold whatever it is (and on any CPU and thread
+# count): SVAE_TEST_SEED=11 python -m pytest -q tests trains every model anew from another seed.
+TRAIN_SEED = os.environ.get("SVAE_TEST_SEED", "3")
 PLUGIN_DIR = REPO / "fairseq_svae"
 SHARED_BROWN = REPO.parent / "shared" / "data" / "brown"
 BIN = Path(sys.executable).parent
@@ -33,11 +37,18 @@ def brown_text_dir(tmp_root: Path) -> Path:
 
 
 def run_command(name: str, *args, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
-    """Run an installed command (fairseq-train, svae-eval, ...) and return what it printed."""
+    """Run an installed command (fairseq-train, svae-eval, ...) and return what it printed.
+
+    It runs in a scratch directory unless ``cwd`` says otherwise: fairseq writes relative
+    defaults (``checkpoints/`` for --save-dir, created even by a run that then fails) into the
+    working directory, and tests write nothing outside pytest's temporary directories.
+    """
     command = [str(BIN / name), *map(str, args)]
     # The test models are tiny: one thread each is as fast and keeps parallel runs from
     # oversubscribing the cores.
     process_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
+    if cwd is None:
+        cwd = tempfile.mkdtemp(prefix="svae-test-cwd-", dir=os.environ.get("PYTEST_SCRATCH"))
     result = subprocess.run(command, capture_output=True, text=True, env=process_env, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -86,7 +97,7 @@ def train_args(data_dir: Path, save_dir: Path, *extra) -> list:
         data_dir, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae", *SMALL_MODEL,
         "--criterion", "annealed_elbo", "--optimizer", "adam", "--lr", "2e-3",
         "--max-tokens", "2000", "--cpu", "--save-dir", save_dir, "--log-format", "json",
-        "--log-interval", "5", "--seed", "3", "--num-workers", "0", *extra,
+        "--log-interval", "5", "--seed", TRAIN_SEED, "--num-workers", "0", *extra,
     ]
 
 
@@ -114,7 +125,7 @@ def trained_language_model(data_bin, tmp_path_factory) -> Path:
         "--sample-break-mode", "eos", "--arch", "lstm_lm", "--decoder-embed-dim", "32",
         "--decoder-hidden-size", "48", "--decoder-out-embed-dim", "48", "--dropout", "0.1",
         "--optimizer", "adam", "--lr", "5e-3", "--max-tokens", "2000", "--max-epoch", "2",
-        "--cpu", "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", "3",
+        "--cpu", "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", TRAIN_SEED,
         "--num-workers", "0",
     )
     return save_dir / "checkpoint_best.pt"
@@ -159,7 +170,7 @@ def latent_model(short_sentences_bin, tmp_path_factory) -> Path:
         "fairseq-train", short_sentences_bin, "--user-dir", PLUGIN_DIR, "--task", "sentence_vae",
         *LATENT_MODEL, "--criterion", "annealed_elbo", "--free-bits", "1.0", "--kl-schedule", "constant",
         "--optimizer", "adam", "--lr", "5e-3", "--max-tokens", "300", "--max-epoch", "60",
-        "--cpu", "--save-dir", save_dir, "--seed", "3", "--num-workers", "0",
+        "--cpu", "--save-dir", save_dir, "--seed", TRAIN_SEED, "--num-workers", "0",
         "--no-epoch-checkpoints", "--no-save-optimizer-state", "--log-format", "json",
     )
     return save_dir / "checkpoint_last.pt"
@@ -193,3 +204,39 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_directory(tmp_path_factory):
+    """Where run_command's scratch working directories go: under pytest's temporary root."""
+    root = tmp_path_factory.mktemp("command-cwd")
+    previous = os.environ.get("PYTEST_SCRATCH")
+    os.environ["PYTEST_SCRATCH"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("PYTEST_SCRATCH", None)
+    else:
+        os.environ["PYTEST_SCRATCH"] = previous
+
+
+def repository_files():
+    """Every file and folder under the repository except the ones tools keep there on purpose."""
+    kept = {".git", ".venv", ".pytest_cache", "__pycache__", "fairseq_svae.egg-info", "fairseq_svae-0.1.0.dist-info"}
+    found = set()
+    for root, folders, files in os.walk(REPO):
+        folders[:] = [folder for folder in folders if folder not in kept and not folder.endswith(".egg-info")]
+        relative = Path(root).relative_to(REPO)
+        found.update(str(relative / name) for name in folders + files)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_repository():
+    """Fails the session if a test created or removed anything in the repository."""
+    before = repository_files()
+    yield
+    after = repository_files()
+    assert after == before, (
+        f"tests changed the repository tree: added {sorted(after - before)[:10]}, "
+        f"removed {sorted(before - after)[:10]}"
+    )

@@ -3,9 +3,14 @@
 import io
 import sys
 
+import pytest
+
 from fairseq_svae.errors import (
+    USER_ERROR_EXIT_STATUS,
     MissingDataError,
     OptionError,
+    exit_on_user_error,
+    nth_sentence,
     report_user_errors,
     user_error_in,
 )
@@ -59,3 +64,50 @@ def test_other_errors_and_svae_traceback_keep_the_traceback(monkeypatch):
 def test_user_errors_are_still_the_builtin_errors_callers_catch():
     assert isinstance(MissingDataError("x"), FileNotFoundError)
     assert isinstance(OptionError("x"), ValueError)
+
+
+def test_the_plugin_commands_end_a_user_error_like_the_excepthook(monkeypatch):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    def main():
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            raise RuntimeError("a wrapper") from OptionError("--steps must be at least 2, got 1")
+
+    with pytest.raises(SystemExit) as exited:
+        exit_on_user_error(main, "svae-interpolate")
+    assert exited.value.code == USER_ERROR_EXIT_STATUS == 1
+    assert stderr.getvalue() == "svae-interpolate: error: OptionError: --steps must be at least 2, got 1\n"
+
+    def buggy():
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):  # anything else keeps its traceback
+        exit_on_user_error(buggy, "svae-eval")
+    monkeypatch.setenv("SVAE_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        exit_on_user_error(main, "svae-eval")
+
+
+def test_messages_name_sentences_as_a_person_counts_them():
+    assert [nth_sentence(i) for i in range(5)] == [
+        "the first sentence", "the second sentence", "the third sentence", "sentence 4", "sentence 5"]
+
+
+def test_every_error_meant_for_a_user_is_a_user_error():
+    from fairseq_svae.checkpoint_io import DamagedCheckpointError, UnsafeCheckpointError
+    from fairseq_svae.errors import (
+        DictionaryMismatchError,
+        IncompatibleCheckpointError,
+        MissingCheckpointError,
+        SentenceInputError,
+        TooFewSentencesError,
+        UserError,
+    )
+
+    for error_class in (DamagedCheckpointError, UnsafeCheckpointError, DictionaryMismatchError,
+                        IncompatibleCheckpointError, MissingCheckpointError, MissingDataError,
+                        OptionError, SentenceInputError, TooFewSentencesError):
+        assert issubclass(error_class, UserError)

@@ -37,7 +37,7 @@ def test_vae_evaluation_of_a_prefix(trained_model, data_bin, brown_slice, tmp_pa
     save_dir, _ = trained_model
     result, report = svae_eval(
         data_bin, save_dir / "checkpoint_best.pt", tmp_path / "vae.json",
-        "--iw-samples", "20", "--max-sentences", "50", "--batch-size", "16", "--seed", "4",
+        "--iw-samples", "20", "--first-sentences", "50", "--batch-size", "16", "--seed", "4",
     )
     assert EXPECTED_KEYS <= set(report)
     sentences, tokens = first_sentences_tokens(brown_slice / "test.txt", 50)
@@ -61,7 +61,7 @@ def test_vae_evaluation_of_a_prefix(trained_model, data_bin, brown_slice, tmp_pa
     # The same seed gives the same estimate, whatever the batching.
     _, again = svae_eval(
         data_bin, save_dir / "checkpoint_best.pt", tmp_path / "again.json",
-        "--iw-samples", "20", "--max-sentences", "50", "--max-tokens", "300", "--seed", "4",
+        "--iw-samples", "20", "--first-sentences", "50", "--max-tokens", "300", "--seed", "4",
     )
     assert again["iw_nll"] == pytest.approx(report["iw_nll"], abs=1e-4)
     assert again["mi"] == pytest.approx(report["mi"], abs=1e-4)
@@ -100,9 +100,11 @@ def test_a_missing_split_names_the_path_and_the_command(trained_language_model, 
         "svae-eval", data_bin, "--path", trained_language_model, "--gen-subset", "valid7",
         "--cpu", check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("svae-eval: error: MissingDataError: split 'valid7' not found")
     assert f"{data_bin}/valid7.bin" in result.stderr
-    assert "fairseq-preprocess --only-source --validpref valid7.txt" in result.stderr
+    assert "Splits in " in result.stderr and "test, train, valid." in result.stderr
+    assert f"--srcdict {data_bin}/dict.txt --testpref valid7.txt --destdir {data_bin}-valid7 " in result.stderr
 
 
 def test_a_checkpoint_of_another_kind_is_refused_clearly(trained_language_model, data_bin, tmp_path):
@@ -114,7 +116,7 @@ def test_a_checkpoint_of_another_kind_is_refused_clearly(trained_language_model,
     translation = tmp_path / "translation.pt"
     torch.save(state, translation)
     result = run_command("svae-eval", data_bin, "--path", translation, "--cpu", check=False)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "holds a 'lstm' model" in result.stderr and "sentence_vae" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -134,6 +136,6 @@ def test_a_checkpoint_trained_with_another_dictionary_is_refused_clearly(
     checkpoint = trained_model[0] / "checkpoint_best.pt" if kind == "sentence_vae" else trained_language_model
     result = run_command("svae-eval", other_dictionary_bin, "--path", checkpoint, "--gen-subset", "test",
                          "--cpu", check=False)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"{other_dictionary_bin}/dict.txt" in result.stderr
     assert "--srcdict" in result.stderr and "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import sacrebleu
 import torch
 
 from fairseq_svae.generation import latent_batch
+from fairseq_svae.generation.latent_space import interpolation_path
 from fairseq_svae.models.sentence_vae_encoder import LATENT
 
 from conftest import run_command
@@ -151,18 +152,24 @@ def test_greedy_decoding_from_z_is_the_argmax_path_and_steps_one_token_at_a_time
             assert hypo[0]["positional_scores"].tolist() == pytest.approx(scores, abs=1e-4)
 
 
-def test_svae_interpolate_walks_from_one_reconstruction_to_the_other(short_sentences_bin, latent_model,
-                                                                   greedy_reconstruction):
+def test_svae_interpolate_decodes_the_path_from_one_reconstruction_to_the_other(
+        short_sentences_bin, latent_model, latent_hub, greedy_reconstruction):
     sentences = training_sentences(short_sentences_bin)
     first, second = 3, 10
-    for path in ([], ["--spherical"]):
+    means, _ = latent_hub.encode([sentences[first], sentences[second]])
+    for spherical in (False, True):
         result = run_command("svae-interpolate", short_sentences_bin, "--path", latent_model, "--cpu",
-                             "--steps", "6", *path, sentences[first], sentences[second])
+                             "--steps", "6", *(["--spherical"] if spherical else []),
+                             sentences[first], sentences[second])
         lines = result.stdout.splitlines()
         assert len(lines) == 6
+        # The endpoints are the two posterior means: the two sentences' reconstructions.
         assert lines[0] == greedy_reconstruction.hypotheses[first]
         assert lines[-1] == greedy_reconstruction.hypotheses[second]
-        assert len(set(lines)) >= 3  # the path passes through other sentences
+        # Every step is the decoding of its point on the path (lerp or slerp) between them.
+        path = interpolation_path(means[0], means[1], 6, spherical=spherical)
+        assert not torch.equal(path[1], path[0]) and not torch.equal(path[-2], path[-1])
+        assert lines == latent_hub.decode_latents(path)
 
 
 def test_svae_interpolate_reports_bad_input_in_one_line(short_sentences_bin, latent_model, tmp_path):
@@ -172,19 +179,27 @@ def test_svae_interpolate_reports_bad_input_in_one_line(short_sentences_bin, lat
 
     empty = interpolate("", "the jury said .")
     assert empty.returncode == 1 and not empty.stdout
-    assert "svae-interpolate: error: sentence 0 is empty" in empty.stderr
+    assert empty.stderr.splitlines()[-1].startswith(
+        "svae-interpolate: error: SentenceInputError: the first sentence is empty")
     assert "Traceback" not in empty.stderr
 
     too_long = interpolate("the " * 201 + ".", "the jury said .")
     assert too_long.returncode == 1 and "Traceback" not in too_long.stderr
-    assert "sentence 0 has 202 tokens, more than this model's max_sentence_length of 200" in too_long.stderr
+    assert "the first sentence has 202 tokens, more than this model's max_sentence_length of 200" in too_long.stderr
+    assert "--max-sentence-length 202" in too_long.stderr
+    allowed = interpolate("--max-sentence-length", "202", "--steps", "2", "the " * 201 + ".", "the jury said .")
+    assert allowed.returncode == 0 and len(allowed.stdout.splitlines()) == 2
 
     missing = run_command("svae-interpolate", short_sentences_bin, "--path", tmp_path / "none.pt", "--cpu",
                           "a", "b", check=False)
-    assert missing.returncode == 1 and "checkpoint" in missing.stderr and "not found" in missing.stderr
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines()[-1].startswith(
+        f"svae-interpolate: error: MissingCheckpointError: checkpoint '{tmp_path / 'none.pt'}' not found")
     assert "Traceback" not in missing.stderr
 
     one_sentence = interpolate("just one")
     assert one_sentence.returncode == 2 and "expected two sentences" in one_sentence.stderr
     few_steps = interpolate("--steps", "1", "a", "b")
-    assert few_steps.returncode == 2 and "--steps must be at least 2" in few_steps.stderr
+    assert few_steps.returncode == 1
+    assert few_steps.stderr.splitlines()[-1] == (
+        "svae-interpolate: error: OptionError: --steps must be at least 2 (the two endpoints), got 1")

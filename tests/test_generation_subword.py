@@ -26,7 +26,7 @@ def subword_run(brown_slice, tmp_path_factory):
         TEXT_DIR=str(brown_slice), WORK_DIR=str(work), VOCAB_SIZE="500", MAX_UPDATE="30",
         MODEL_ARGS="--arch sentence_vae --encoder-embed-dim 32 --encoder-hidden-size 64 --latent-dim 8",
     )
-    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env)
+    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, cwd=work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return work, result.stdout
 

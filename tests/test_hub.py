@@ -8,7 +8,7 @@ import torch
 from fairseq.data import data_utils
 
 from fairseq_svae import SentenceVAEModel
-from fairseq_svae.errors import SentenceInputError
+from fairseq_svae.errors import OptionError, SentenceInputError
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
 from generation_helpers import generate, read_lines
@@ -98,19 +98,26 @@ def test_attribute_vector_pushes_sentences_towards_the_attribute(latent_hub, sen
     assert quoting(latent_hub.shift(plain, vector, alpha=2.0, max_len_b=40)) > 0.5
 
 
-def test_unknown_words_read_as_unk_with_a_warning(latent_hub, caplog):
+def test_unknown_words_read_as_unk_with_one_warning_per_call(latent_hub, caplog):
     with caplog.at_level(logging.WARNING):
         tokens = latent_hub.text_to_tokens("the zqxjk jury said .")
     assert tokens[1] == latent_hub.dictionary.unk()
     assert "'zqxjk'" in caplog.text and "<unk>" in caplog.text
-    assert len(latent_hub.reconstruct("the zqxjk jury said .")) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        sentences = [f"the zqxjk{index % 10} jury said ." for index in range(50)]
+        assert len(latent_hub.reconstruct(sentences)) == 50
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "50 word(s) in 50 sentence(s)" in warnings[0].getMessage()
+    assert "'zqxjk0'" in warnings[0].getMessage() and ", ..." in warnings[0].getMessage()
 
 
 def test_empty_and_too_long_sentences_are_refused_clearly(latent_hub, latent_model, short_sentences_bin):
-    with pytest.raises(SentenceInputError, match=r"sentence 1 is empty \('  '\)"):
+    with pytest.raises(SentenceInputError, match=r"the second sentence is empty \('  '\)"):
         latent_hub.encode(["the jury said .", "  "])
     long_sentence = " ".join(["the"] * 205)
-    with pytest.raises(SentenceInputError, match="sentence 0 has 205 tokens, more than this model's "
+    with pytest.raises(SentenceInputError, match="the first sentence has 205 tokens, more than this model's "
                                                  "max_sentence_length of 200.*max_sentence_length=205"):
         latent_hub.reconstruct(long_sentence)
     # The message's remedy works.
@@ -121,7 +128,11 @@ def test_empty_and_too_long_sentences_are_refused_clearly(latent_hub, latent_mod
 
 
 def test_generation_options_are_checked(latent_hub):
-    with pytest.raises(TypeError, match="unknown generation option 'beam_size'.*beam=5"):
+    with pytest.raises(OptionError, match="unknown generation option 'beam_size'.*beam=5"):
         latent_hub.sample(2, seed=1, beam_size=5)
-    with pytest.raises(ValueError, match="latents must be n x 16"):
+    with pytest.raises(OptionError, match="latents must be n x 16"):
         latent_hub.decode_latents(torch.zeros(3, 4))
+    with pytest.raises(OptionError, match="n must be at least 1"):
+        latent_hub.sample(0)
+    with pytest.raises(SentenceInputError, match="the third sentence is not a string but int 3"):
+        latent_hub.encode(["a", "b", 3])

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.kl_control import KLSchedule, free_bits_kl
 
 
@@ -52,7 +53,7 @@ def test_constant_schedule_is_beta():
     ],
 )
 def test_bad_schedule_options_name_the_flag(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(OptionError, match=message):
         KLSchedule(**kwargs)
 
 

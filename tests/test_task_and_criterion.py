@@ -1,5 +1,9 @@
 """The task's data handling and errors, and the criterion's loss and logging, in-process."""
 
+import os
+import shutil
+import subprocess
+
 import pytest
 import torch
 from fairseq.logging import metrics
@@ -8,7 +12,9 @@ from fairseq_svae.criterions.annealed_elbo import AnnealedELBOCriterion
 from fairseq_svae.gaussian import kl_to_standard_normal
 from fairseq_svae.tasks.sentence_vae import SentenceVAETask, SentenceVAETaskConfig
 
-from conftest import PLUGIN_DIR, run_command
+from fairseq_svae.errors import MissingDataError
+
+from conftest import BIN, PLUGIN_DIR, SLICE_LINES, run_command
 from model_helpers import build_small_model, encode_sentences
 
 SENTENCES = ["the cat sat on a mat", "a dog ran away from the big red house", "the cat"]
@@ -31,15 +37,54 @@ def test_fairseq_train_reports_a_missing_data_directory_in_one_line(tmp_path):
         f"fairseq-train: error: MissingDataError: data directory '{missing}' does not exist; create it with")
 
 
-def test_missing_dictionary_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"dict\.txt.*not found.*fairseq-preprocess"):
+def test_missing_dictionary_names_the_file_and_a_fresh_destination(tmp_path):
+    with pytest.raises(MissingDataError, match=rf"dict\.txt.*not found.*fairseq-preprocess.*--destdir {tmp_path}$"):
+        SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(tmp_path)))
+    # A directory that already holds files is never the suggested --destdir.
+    (tmp_path / "train.bin").write_bytes(b"keep me")
+    with pytest.raises(MissingDataError, match=rf"--destdir {tmp_path}-binarized$"):
         SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(tmp_path)))
 
 
-def test_missing_split_explains_how_to_binarize_it(data_bin):
-    task = SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(data_bin)))
-    with pytest.raises(FileNotFoundError, match=r"split 'valid2' not found.*--srcdict .*dict\.txt"):
-        task.load_dataset("valid2")
+def run_suggested_command(message: str, cwd):
+    command = message.split("copy it in: ", 1)[1]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("split", ["dev", "valid2"])
+def test_the_command_a_missing_split_suggests_adds_it_and_changes_no_existing_file(
+        split, data_bin, brown_slice, tmp_path):
+    corpus = tmp_path / "mycorpus"
+    shutil.copytree(data_bin, corpus)
+    before = {path.name: path.read_bytes() for path in corpus.iterdir()}
+    task = SentenceVAETask.setup_task(SentenceVAETaskConfig(data=str(corpus)))
+    with pytest.raises(MissingDataError) as caught:
+        task.load_dataset(split)
+    message = str(caught.value)
+    assert message.startswith(f"split {split!r} not found: no {corpus / split}.bin/.idx. Splits in {corpus}: "
+                              f"test, train, valid. fairseq-preprocess names what it writes train, valid, test")
+    assert (f"never writes a split called {split!r}" in message) == (split == "dev")
+
+    # Followed literally, with the user's text under the name the message uses.
+    shutil.copy(brown_slice / "valid.txt", tmp_path / f"{split}.txt")
+    result = run_suggested_command(message, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, content in before.items():
+        assert (corpus / name).read_bytes() == content, f"{name} changed"
+    task.load_dataset(split)
+    task.load_dataset("valid")
+    added, valid = task.dataset(split), task.dataset("valid")
+    assert len(added) == len(valid) == SLICE_LINES["valid"]
+    assert all(torch.equal(added[i]["source"], valid[i]["source"]) for i in range(len(valid)))
+
+    # Run again, it still replaces nothing (cp -n), not even the split it added.
+    added_bytes = (corpus / f"{split}.bin").read_bytes()
+    (tmp_path / f"{split}.txt").write_text("other text\n", encoding="utf-8")
+    run_suggested_command(message, tmp_path)
+    assert (corpus / f"{split}.bin").read_bytes() == added_bytes
+    for name, content in before.items():
+        assert (corpus / name).read_bytes() == content
 
 
 def test_samples_feed_the_sentence_to_the_encoder_and_predict_it_with_eos(data_bin, brown_slice):

@@ -90,7 +90,8 @@ def test_two_gloo_processes_train_together(data_bin, tmp_path):
                                  "--distributed-init-method", init,
                                  "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp")),
         ]
-        ranks.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        ranks.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      cwd=tmp_path))
     outputs = [process.communicate(timeout=600)[0] for process in ranks]
     for rank, process in enumerate(ranks):
         assert process.returncode == 0, f"rank {rank} failed:\n{outputs[rank][-5000:]}"

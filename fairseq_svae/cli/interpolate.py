@@ -8,12 +8,12 @@ that of the second; ``--spherical`` walks the great circle instead of the straig
 takes fairseq-generate's options (``--cpu``, ``--beam``, ``--sampling``, ``--max-len-b``,
 ``--bpe sentencepiece --sentencepiece-model ...``, ``--user-dir``, ...); unlike fairseq-generate
 it decodes greedily unless ``--beam`` says otherwise, as Bowman et al. did. Errors (a missing
-file, an empty or too long sentence, a checkpoint that does not fit) are reported in one line.
+file, an empty or too long sentence, a checkpoint that does not fit) are reported in one line,
+as by every command of the plugin (see :mod:`fairseq_svae.errors`).
 """
 
 import ast
 import logging
-import os
 import sys
 
 import torch
@@ -22,16 +22,11 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from omegaconf import open_dict
 
 import fairseq_svae  # noqa: F401  (registers the task before fairseq builds its parser)
-from fairseq_svae.checkpoint_io import DamagedCheckpointError, UnsafeCheckpointError
-from fairseq_svae.errors import IncompatibleCheckpointError, SentenceInputError
+from fairseq_svae.errors import OptionError, exit_on_user_error
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
+from fairseq_svae.sentence_vae_checkpoint import checkpoint_file, load_sentence_vae_state
 
 PROG = "svae-interpolate"
-# What a user can fix from the message alone; anything else is a bug and keeps its traceback.
-USER_ERRORS = (
-    SentenceInputError, IncompatibleCheckpointError, FileNotFoundError,
-    UnsafeCheckpointError, DamagedCheckpointError,
-)
 
 
 def build_parser():
@@ -60,27 +55,18 @@ def parse(argv=None):
     if len(extra) != 2:
         parser.error(f"expected two sentences after the options, got {len(extra)}: {extra}")
     if args.steps < 2:
-        parser.error(f"--steps must be at least 2 (the two endpoints), got {args.steps}")
+        raise OptionError(f"--steps must be at least 2 (the two endpoints), got {args.steps}")
     return args, extra
 
 
 def load_hub(cfg) -> SentenceVAEHubInterface:
     utils.import_user_module(cfg.common)
+    path = checkpoint_file(cfg.common_eval.path)
+    overrides = ast.literal_eval(cfg.common_eval.model_overrides)
+    state = load_sentence_vae_state(path, overrides)
     task = tasks.setup_task(cfg.task)
-    paths = utils.split_paths(cfg.common_eval.path)
-    if len(paths) != 1:
-        raise IncompatibleCheckpointError(
-            f"--path names {len(paths)} checkpoints; interpolation needs one (separately trained "
-            f"models do not share a latent space)"
-        )
-    if not os.path.isfile(paths[0]):
-        raise FileNotFoundError(
-            f"checkpoint {paths[0]!r} not found; pass --path SAVE_DIR/checkpoint_best.pt of a "
-            f"fairseq-train --task sentence_vae run"
-        )
-    models, saved_cfg = checkpoint_utils.load_model_ensemble(
-        paths, arg_overrides=ast.literal_eval(cfg.common_eval.model_overrides), task=task
-    )
+    models, saved_cfg = checkpoint_utils.load_model_ensemble([path], arg_overrides=overrides, task=task,
+                                                             state=state)
     # Raw text must be split as the training data was: unless the command line says otherwise,
     # use the tokenizer and BPE the checkpoint was trained with (e.g. --bpe sentencepiece).
     with open_dict(cfg):
@@ -93,7 +79,7 @@ def load_hub(cfg) -> SentenceVAEHubInterface:
     return hub
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     args, (first, second) = parse(argv)
     # Decoded sentences go to stdout; fairseq's progress lines would only get in the way.
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
@@ -101,19 +87,13 @@ def main(argv=None) -> int:
     cfg = convert_namespace_to_omegaconf(args)
     if cfg.common.seed is not None:
         utils.set_torch_seed(cfg.common.seed)  # for --sampling
-    try:
-        hub = load_hub(cfg)
-        sentences = hub.interpolate(first, second, steps=args.steps, spherical=args.spherical)
-    except USER_ERRORS as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    for sentence in sentences:
+    hub = load_hub(cfg)
+    for sentence in hub.interpolate(first, second, steps=args.steps, spherical=args.spherical):
         print(sentence)
-    return 0
 
 
 def cli_main():
-    sys.exit(main())
+    exit_on_user_error(main, PROG)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Seeded draws of z, one independent random stream per sample id.
 
-Sample ``i`` under seed ``s`` gets the same z whatever the batch size, the batch order, the
+The one home of seeded draws: fairseq-generate, the hub and svae-eval's importance samples all
+take their codes from here. Sample ``i`` under seed ``s`` gets the same z whatever the batch size, the batch order, the
 search (greedy, beam, sampling) or the number of samples asked for: ``--prior-samples 10`` gives
 the first ten sentences of ``--prior-samples 1000``, and the hub's ``sample(n, seed=s)`` gives
 what ``fairseq-generate --sample-from-prior --seed s`` prints. Drawing from the global RNG in
 batch order would tie every sample to the batching.
 """
 
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -29,14 +30,22 @@ def sample_generators(ids: Iterable[int], seed: int) -> List[torch.Generator]:
     return generators
 
 
-def posterior_latents(mean: Tensor, logvar: Tensor, ids: Iterable[int], seed: int) -> Tensor:
-    """One z ~ q(z|x) = N(mean, exp(logvar)) per row, row i drawn from the stream of ids[i]."""
+def posterior_latents(mean: Tensor, logvar: Tensor, ids: Iterable[int], seed: int,
+                      samples: Optional[int] = None) -> Tensor:
+    """z ~ q(z|x) = N(mean, exp(logvar)) for each row, drawn from the stream of ids[row].
+
+    One draw per row (rows x dim), or with ``samples`` = K the first K draws of each row's
+    stream (K x rows x dim); the single draw is the first of the K. Drawn on the CPU, so the
+    codes are the same whatever the device (svae-eval's figures on a GPU match the CPU's).
+    """
     mean_cpu, logvar_cpu = mean.detach().float().cpu(), logvar.detach().float().cpu()
+    draws = 1 if samples is None else samples
     rows = [
-        reparameterize(mean_cpu[row], logvar_cpu[row], generator=generator)
+        reparameterize(mean_cpu[row].expand(draws, -1), logvar_cpu[row].expand(draws, -1), generator=generator)
         for row, generator in enumerate(sample_generators(ids, seed))
     ]
-    return torch.stack(rows).to(mean.device)
+    latents = torch.stack(rows, dim=1)
+    return (latents[0] if samples is None else latents).to(mean.device)
 
 
 def prior_latents(ids: Iterable[int], latent_dim: int, seed: int, device=None) -> Tensor:

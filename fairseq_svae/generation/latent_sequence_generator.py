@@ -1,9 +1,9 @@
 """fairseq's SequenceGenerator, decoding each sentence from a chosen latent code z.
 
 The search itself (greedy, beam, ``--sampling``, ``--temperature``, length limits) is fairseq's
-own, with the decoder's incremental state: only the choice of z is ours. The encoder reads
-``net_input["latent"]`` when it is there (``SentenceVAEEncoder.forward(latent=...)``), so this
-class puts the chosen z into the batch and hands it on. Two parts are faster equivalents: plain
+own, with the decoder's incremental state: only the choice of z is ours. Given
+``net_input[LATENT]`` (the keyword of ``SentenceVAEEncoder.forward``), the encoder hands that z
+to the decoder instead of reading the sentence, so this class puts the chosen z into the batch. Two parts are faster equivalents: plain
 greedy search (``--beam 1`` without sampling), which :mod:`greedy_search` does in fewer passes
 over the scores, and ``--sampling``'s draw (:mod:`sampling_search`).
 """
@@ -15,17 +15,18 @@ from fairseq.search import Sampling
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
+from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
 from fairseq_svae.generation.greedy_search import greedy_search, supports_fast_greedy
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
 from fairseq_svae.generation.sampling_search import InverseCdfSampling
+from fairseq_svae.models.sentence_vae_encoder import LATENT
 
-# The keyword of SentenceVAEEncoder.forward that replaces reading the sentence.
-LATENT_INPUT = "latent"
-
-POSTERIOR_MEAN = "posterior_mean"
-POSTERIOR_SAMPLE = "posterior_sample"
-PRIOR = "prior"
-LATENT_SOURCES = (POSTERIOR_MEAN, POSTERIOR_SAMPLE, PRIOR)
+# Where the z a sentence is decoded from comes from (the values of --reconstruct-from, and the
+# prior for --sample-from-prior).
+FROM_POSTERIOR_MEAN = "posterior_mean"
+FROM_POSTERIOR_SAMPLE = "posterior_sample"
+FROM_PRIOR = "prior"
+LATENT_SOURCES = (FROM_POSTERIOR_MEAN, FROM_POSTERIOR_SAMPLE, FROM_PRIOR)
 
 
 def latent_batch(ids: Tensor, eos: int, latent: Optional[Tensor] = None) -> Dict:
@@ -41,7 +42,7 @@ def latent_batch(ids: Tensor, eos: int, latent: Optional[Tensor] = None) -> Dict
         "src_lengths": torch.ones(batch, dtype=torch.long, device=ids.device),
     }
     if latent is not None:
-        net_input[LATENT_INPUT] = latent
+        net_input[LATENT] = latent
     return {"id": ids, "nsentences": batch, "ntokens": 0, "net_input": net_input, "target": None}
 
 
@@ -58,13 +59,13 @@ class LatentSequenceGenerator(SequenceGenerator):
     not depend on batching or on the search.
     """
 
-    def __init__(self, models, tgt_dict, latent_source: str = POSTERIOR_MEAN, seed: int = 1, **kwargs):
+    def __init__(self, models, tgt_dict, latent_source: str = FROM_POSTERIOR_MEAN, seed: int = 1, **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
         if latent_source not in LATENT_SOURCES:
-            raise ValueError(f"latent_source must be one of {LATENT_SOURCES}, got {latent_source!r}")
-        if latent_source != POSTERIOR_MEAN and self.model.models_size > 1:
+            raise OptionError(f"the latent source must be one of {', '.join(LATENT_SOURCES)}, got {latent_source!r}")
+        if latent_source != FROM_POSTERIOR_MEAN and self.model.models_size > 1:
             # Each model of an ensemble has its own latent space: one z means nothing to the others.
-            raise ValueError(
+            raise IncompatibleCheckpointError(
                 f"decoding from a drawn z ({latent_source}) needs a single model, got an ensemble "
                 f"of {self.model.models_size}; pass one checkpoint to --path"
             )
@@ -76,9 +77,9 @@ class LatentSequenceGenerator(SequenceGenerator):
 
     def _generate(self, sample, prefix_tokens=None, constraints=None, bos_token=None):
         net_input = sample["net_input"]
-        if net_input.get(LATENT_INPUT) is None and self.latent_source != POSTERIOR_MEAN:
+        if net_input.get(LATENT) is None and self.latent_source != FROM_POSTERIOR_MEAN:
             latent = self.draw_latent(sample)
-            sample = dict(sample, net_input=dict(net_input, **{LATENT_INPUT: latent}))
+            sample = dict(sample, net_input=dict(net_input, **{LATENT: latent}))
         if supports_fast_greedy(self, prefix_tokens, constraints, bos_token):
             return greedy_search(self, sample)
         return super()._generate(sample, prefix_tokens=prefix_tokens, constraints=constraints,
@@ -89,7 +90,7 @@ class LatentSequenceGenerator(SequenceGenerator):
         model = self.model.single_model
         ids = sample["id"].tolist()
         device = sample["net_input"]["src_tokens"].device
-        if self.latent_source == PRIOR:
+        if self.latent_source == FROM_PRIOR:
             return prior_latents(ids, model.latent_dim, self.seed, device=device)
         net_input = sample["net_input"]
         mean, logvar = model.encoder.posterior(net_input["src_tokens"], net_input["src_lengths"])

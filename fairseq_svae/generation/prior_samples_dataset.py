@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset
 
+from fairseq_svae.data.every_sentence_batching import EverySentenceBatching
 from fairseq_svae.errors import OptionError
 from fairseq_svae.generation.latent_sequence_generator import latent_batch
 
@@ -20,7 +21,7 @@ from fairseq_svae.generation.latent_sequence_generator import latent_batch
 NOMINAL_SAMPLE_TOKENS = 21
 
 
-class PriorSamplesDataset(FairseqDataset):
+class PriorSamplesDataset(EverySentenceBatching, FairseqDataset):
     def __init__(self, num_samples: int, eos: int):
         if num_samples < 1:
             raise OptionError(f"--prior-samples must be at least 1, got {num_samples}")
@@ -44,12 +45,6 @@ class PriorSamplesDataset(FairseqDataset):
 
     def ordered_indices(self):
         return np.arange(len(self), dtype=np.int64)
-
-    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
-        # fairseq 0.12 silently drops a last batch whose size is not a multiple of
-        # --required-batch-size-multiple (8 by default; facebookresearch/fairseq#5036). Every
-        # requested sample must come out, and nothing here benefits from aligned batch sizes.
-        return super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple=1)
 
     def filter_indices_by_size(self, indices, max_positions):
         # There is no sentence to be too long; --max-len-b bounds what is generated.

@@ -115,7 +115,8 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
                         data_name_or_path=".", **kwargs):
         """Load a trained model as a :class:`~fairseq_svae.hub_interface.SentenceVAEHubInterface`
         (encode, reconstruct, sample, interpolate, posterior_samples, attribute_vector, shift)."""
-        from fairseq_svae.hub_interface import SentenceVAEHubInterface  # it imports this module
+        # Imported here: the hub needs the task, whose generator imports the models package.
+        from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
         return SentenceVAEHubInterface.from_pretrained(
             model_name_or_path, checkpoint_file, data_name_or_path, **kwargs

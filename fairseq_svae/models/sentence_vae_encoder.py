@@ -11,7 +11,8 @@ from torch import Tensor
 from fairseq_svae.gaussian import clamp_logvar, reparameterize
 
 # Keys of the encoder output. Every value is a (batch, latent_dim) tensor or None, which keeps
-# ``reorder_encoder_out`` a single loop.
+# ``reorder_encoder_out`` a single loop. LATENT, the z the decoder is conditioned on, is also
+# the keyword of ``forward`` (and so the ``net_input`` key) that supplies z instead of a sentence.
 POSTERIOR_MEAN = "posterior_mean"
 POSTERIOR_LOGVAR = "posterior_logvar"
 LATENT = "latent"

@@ -20,26 +20,22 @@ from omegaconf import II
 
 from fairseq_svae.data import SentencePairDataset, TruncatedSentenceDataset
 from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
-from fairseq_svae.errors import (
-    DictionaryMismatchError,
-    IncompatibleCheckpointError,
-    MissingDataError,
-    OptionError,
-)
+from fairseq_svae.errors import DictionaryMismatchError, MissingDataError, OptionError
 from fairseq_svae.generation import LatentSequenceGenerator, PriorSamplesDataset
 from fairseq_svae.generation.latent_sequence_generator import (
-    POSTERIOR_MEAN,
-    POSTERIOR_SAMPLE,
-    PRIOR,
+    FROM_POSTERIOR_MEAN,
+    FROM_POSTERIOR_SAMPLE,
+    FROM_PRIOR,
 )
+
+from fairseq_svae.preprocess_hints import (
+    against_dictionary_command,
+    missing_split_message,
+    new_corpus_command,
+)
+from fairseq_svae.sentence_vae_checkpoint import require_sentence_vae
 
 logger = logging.getLogger(__name__)
-
-PREPROCESS_HINT = (
-    "fairseq-preprocess --only-source --trainpref train.txt --validpref valid.txt "
-    "--testpref test.txt --thresholdsrc 3 --destdir {destdir}"
-)
-
 
 @dataclass
 class SentenceVAETaskConfig(FairseqDataclass):
@@ -78,8 +74,8 @@ class SentenceVAETaskConfig(FairseqDataclass):
         metadata={"help": "with --sample-from-prior: how many sentences to sample (sample i "
                           "is the same for a given --seed whatever the batching or search)"},
     )
-    reconstruct_from: ChoiceEnum([POSTERIOR_MEAN, POSTERIOR_SAMPLE]) = field(
-        default=POSTERIOR_MEAN,
+    reconstruct_from: ChoiceEnum([FROM_POSTERIOR_MEAN, FROM_POSTERIOR_SAMPLE]) = field(
+        default=FROM_POSTERIOR_MEAN,
         metadata={"help": "fairseq-generate reconstruction: decode from the posterior mean "
                           "(deterministic) or from one z ~ q(z|x) per sentence (seeded by --seed)"},
     )
@@ -98,19 +94,19 @@ class SentenceVAETask(FairseqTask):
             raise OptionError(
                 "the sentence_vae task needs a data directory: pass it as the first argument, "
                 "e.g. fairseq-train data-bin/brown ... (create it with "
-                + PREPROCESS_HINT.format(destdir="data-bin/brown") + ")"
+                + new_corpus_command("data-bin/brown") + ")"
             )
         data_path = utils.split_paths(cfg.data)[0]
         if not os.path.isdir(data_path):
             raise MissingDataError(
                 f"data directory {data_path!r} does not exist; create it with: "
-                + PREPROCESS_HINT.format(destdir=data_path)
+                + new_corpus_command(data_path)
             )
         dict_path = os.path.join(data_path, "dict.txt")
         if not os.path.isfile(dict_path):
             raise MissingDataError(
-                f"dictionary {dict_path!r} not found; fairseq-preprocess --only-source writes it: "
-                + PREPROCESS_HINT.format(destdir=data_path)
+                f"dictionary {dict_path!r} not found; fairseq-preprocess --only-source writes it "
+                f"with the binarized splits: " + new_corpus_command(data_path)
             )
         dictionary = Dictionary.load(dict_path)
         logger.info("dictionary: %d types (%s)", len(dictionary), dict_path)
@@ -126,11 +122,7 @@ class SentenceVAETask(FairseqTask):
         split_path = os.path.join(data_path, split)
         sentences = data_utils.load_indexed_dataset(split_path, self.dictionary, combine=combine)
         if sentences is None:
-            raise MissingDataError(
-                f"split {split!r} not found: no {split_path}.bin/.idx. Binarize it against the "
-                f"existing dictionary with: fairseq-preprocess --only-source --{split_flag(split)} "
-                f"{split}.txt --srcdict {os.path.join(data_path, 'dict.txt')} --destdir {data_path}"
-            )
+            raise MissingDataError(missing_split_message(data_path, split))
         if self.cfg.truncate_long_sentences:
             sentences = TruncatedSentenceDataset(
                 sentences, self.cfg.max_sentence_length, self.dictionary.eos()
@@ -184,7 +176,7 @@ class SentenceVAETask(FairseqTask):
     def build_model(self, cfg, from_checkpoint=False):
         # Checked before building: another task's model may not even build with this task's
         # dictionaries, and would fail somewhere deep inside fairseq.
-        require_sentence_vae_architecture(cfg)
+        require_sentence_vae(cfg)
         return super().build_model(cfg, from_checkpoint)
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
@@ -192,7 +184,7 @@ class SentenceVAETask(FairseqTask):
         the posterior mean (see :class:`LatentSequenceGenerator`)."""
         if getattr(args, "score_reference", False):
             return super().build_generator(models, args, **kwargs)
-        latent_source = PRIOR if self.cfg.sample_from_prior else self.cfg.reconstruct_from
+        latent_source = FROM_PRIOR if self.cfg.sample_from_prior else self.cfg.reconstruct_from
         extra = dict(extra_gen_cls_kwargs or {}, latent_source=latent_source, seed=self.cfg.seed)
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls or LatentSequenceGenerator,
@@ -215,8 +207,8 @@ class SentenceVAETask(FairseqTask):
                 f"the dictionary {dict_path} ({describe(here)}) is not the one this checkpoint "
                 f"was trained with ({describe(saved)}): every embedding row would stand for "
                 f"another word. Pass the data directory the model was trained on, or binarize "
-                f"your text against that dictionary: fairseq-preprocess --only-source "
-                f"--srcdict TRAINING_DATA_DIR/dict.txt --testpref test.txt --destdir NEW_DIR"
+                f"your text against that dictionary: "
+                + against_dictionary_command("TRAINING_DATA_DIR/dict.txt", "data-bin/mytext")
             )
         super().load_state_dict(state_dict)
 
@@ -231,31 +223,3 @@ class SentenceVAETask(FairseqTask):
 
 
 DICTIONARY_STATE_KEY = "dictionary"
-
-
-def require_sentence_vae_architecture(model_cfg) -> None:
-    """Raise a clear error unless ``model_cfg`` describes a Sentence VAE (any --arch sentence_vae*)."""
-    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
-
-    from fairseq_svae.models.sentence_vae import SentenceVAEModel
-
-    arch = getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None)
-    model_class = ARCH_MODEL_REGISTRY.get(arch) or MODEL_REGISTRY.get(arch)
-    if model_class is None or not issubclass(model_class, SentenceVAEModel):
-        sentence_vae_archs = sorted(
-            name for name, cls in ARCH_MODEL_REGISTRY.items() if cls is SentenceVAEModel
-        )
-        raise IncompatibleCheckpointError(
-            f"--task sentence_vae needs a Sentence VAE model ({', '.join(sentence_vae_archs)}), "
-            f"but the model is --arch {arch}: this checkpoint was written by another task. Use a "
-            f"checkpoint from fairseq-train --task sentence_vae --arch sentence_vae_bowman (or "
-            f"another sentence_vae architecture)."
-        )
-
-
-def split_flag(split: str) -> str:
-    """The fairseq-preprocess option that writes ``split`` (valid1 -> validpref, ...)."""
-    for name in ("train", "valid", "test"):
-        if split.startswith(name):
-            return name + "pref"
-    return "testpref"
