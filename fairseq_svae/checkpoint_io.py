@@ -1,4 +1,5 @@
-"""Checkpoints that load safely under torch >= 2.6 and are never left half-written.
+"""Checkpoints that load safely under torch >= 2.6, are checked before they are used, and are
+never left half-written.
 
 torch 2.6 made ``torch.load(weights_only=True)`` the default, and fairseq 0.12 checkpoints name
 one Python class besides tensors and plain containers: ``argparse.Namespace`` (the model
@@ -7,12 +8,19 @@ lets fairseq's own loaders (``fairseq-generate``, ``fairseq-validate``, ``fairse
 resuming ``fairseq-train``) read these checkpoints with the protection on; a checkpoint whose
 pickle names anything else, for example a function that would run a shell command, is refused.
 
+Before a local checkpoint is unpickled, :func:`verify_checkpoint_file` checks the file itself: not
+empty; a zip archive (what ``torch.save`` writes) with its index complete and every record still
+matching the CRC-32 stored for it when it was written, or else a legacy torch pickle (whose
+only check is torch's reader). A damaged file is thus called damaged, with the reason, instead
+of being taken for an unsafe one, or, with altered weights, loading silently.
+
 :func:`install` runs when the plugin is imported (``--user-dir`` modules are imported before
 any checkpoint is read). Besides allowing that class it wraps two fairseq functions:
 
-- ``checkpoint_utils.load_checkpoint_to_cpu``: the refusal and a damaged file become errors
-  that name the file, the reason and what to do, instead of a pickle traceback that
-  suggests turning the protection off;
+- ``checkpoint_utils.load_checkpoint_to_cpu``, through which fairseq-generate, fairseq-validate,
+  svae-eval, the hub's ``from_pretrained`` and fairseq-train's resume all load: the file is
+  verified first, and the refusal and a damaged file become errors that name the file, the
+  reason and what to do, instead of a pickle traceback that suggests turning the protection off;
 - ``PathManager.copy``: fairseq writes ``checkpoint_last.pt``/``checkpoint_best.pt`` by copying
   the checkpoint it just saved; a plain copy interrupted half way would destroy the good file,
   so the copy goes to a temporary file that is renamed into place.
@@ -20,11 +28,17 @@ any checkpoint is read). Besides allowing that class it wraps two fairseq functi
 
 import argparse
 import errno
+import io
+import mmap
 import os
 import pickle
+import pickletools
 import re
 import shutil
+import struct
 import zipfile
+import zlib
+from typing import Dict, Optional
 
 import torch
 from fairseq import checkpoint_utils
@@ -35,65 +49,299 @@ from fairseq_svae.errors import UserError
 # Python classes that fairseq 0.12 checkpoints contain besides what torch allows by default.
 FAIRSEQ_CHECKPOINT_GLOBALS = (argparse.Namespace,)
 
+# The two formats torch.load reads (what verify_checkpoint_file returns).
+ZIP_CHECKPOINT = "zip archive"  # what torch.save writes since torch 1.6
+LEGACY_CHECKPOINT = "legacy pickle"  # torch.save(..., _use_new_zipfile_serialization=False)
+
+# A zip record's local header: signature, 22 bytes, file name length, extra field length.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_MSDOS_DIRECTORY = 0x10  # in a record's external attributes
+
+WHAT_TO_DO = (
+    "Do not use this file: resume, generate or evaluate from another checkpoint, e.g. "
+    "checkpoint_best.pt or an epoch checkpoint (checkpointN.pt) in the same directory, or copy "
+    "the checkpoint again from where it was written"
+)
+
 
 class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """The checkpoint's pickle names code that loading it would run."""
 
 
 class DamagedCheckpointError(UserError, RuntimeError):
-    """The checkpoint file is truncated or not a torch checkpoint at all."""
+    """The checkpoint file is empty, truncated, altered, or not a fairseq checkpoint at all."""
 
 
-def _unsafe_global_name(error: Exception) -> str:
-    match = re.search(r"GLOBAL ([\w.]+)", str(error))
-    return match.group(1) if match else "an object torch does not allow"
+def damaged(path, reason: str) -> DamagedCheckpointError:
+    return DamagedCheckpointError(f"cannot use checkpoint {path}: {reason}. {WHAT_TO_DO}.")
 
 
-def explain_load_error(path: str, error: Exception) -> Exception:
-    """Turn what ``torch.load`` raised for ``path`` into an error a user can act on."""
-    if isinstance(error, pickle.UnpicklingError):
+def verify_checkpoint_file(path, handle=None) -> str:
+    """Check a local checkpoint file before it is unpickled; return its format.
+
+    Raises :class:`DamagedCheckpointError` with the reason when the file is empty, is neither a
+    zip archive nor a legacy torch pickle, is a zip archive cut short (its index, written last,
+    is missing), or holds a record whose bytes no longer match the CRC-32 that ``torch.save``
+    stored for it. A legacy pickle carries no checksum: torch's reader is its check. ``handle``,
+    ``path`` opened for binary reading, saves opening the file twice; it is left at offset 0.
+    """
+    if handle is None:
+        with open(path, "rb") as handle:
+            return verify_checkpoint_file(path, handle)
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        raise damaged(path, "the file is empty (0 bytes)")
+    handle.seek(0)
+    head = handle.read(64)
+    handle.seek(0)
+    if head.startswith(b"PK"):
+        try:
+            _verify_zip_records(path, handle, size)
+        finally:
+            handle.seek(0)
+        return ZIP_CHECKPOINT
+    if _is_legacy_torch_pickle(head):
+        return LEGACY_CHECKPOINT
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= pickle.HIGHEST_PROTOCOL:
+        what = f"it is a plain pickle (protocol {head[1]}) without the header torch.save writes"
+    else:
+        what = f"it begins with the bytes {head[:8].hex(' ')}"
+    raise damaged(path, f"not a zip archive nor a pickle torch can read: {what} ({size:,} bytes)")
+
+
+def _is_legacy_torch_pickle(head: bytes) -> bool:
+    """Whether the file's first pickle is the magic number torch's legacy format starts with."""
+    try:
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(head)):
+            if opcode.name == "STOP":
+                return False
+            if isinstance(argument, int) and argument == torch.serialization.MAGIC_NUMBER:
+                return True
+    except ValueError:  # not pickle opcodes, or more than the head holds
+        pass
+    return False
+
+
+def _verify_zip_records(path, handle, size: int) -> None:
+    try:
+        archive = zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, struct.error, EOFError) as error:
+        if str(error) == "File is not a zip file":  # no end-of-archive record found
+            reason = (f"truncated: the zip archive stops after {size:,} bytes, before its index "
+                      f"(written last), as after an interrupted save, copy or download")
+        else:
+            reason = f"the zip archive's index is damaged ({error})"
+        raise damaged(path, reason) from None
+    with archive, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            for info in archive.infolist():
+                problem = _record_problem(archive, info, view)
+                if problem:
+                    raise damaged(path, f"record {info.filename}{_what_record_holds(archive, info)} "
+                                        f"{problem}")
+        finally:
+            view.release()
+
+
+def _record_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo, view: memoryview) -> Optional[str]:
+    """Why one record of the archive is damaged, or None when its CRC-32 matches."""
+    size, start = len(view), info.header_offset
+    if start < 0:
+        return "has an impossible offset in the archive's index: the index is damaged"
+    if info.external_attr & _MSDOS_DIRECTORY:  # torch would read such a record as all zeros
+        return "is marked as a directory in the archive's index: the index was altered"
+    if start + _LOCAL_HEADER.size > size:
+        return f"starts past the end of the file ({size:,} bytes): truncated"
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(view, start)
+    if signature != b"PK\x03\x04":
+        return ("is not where the archive's index puts it: bytes were removed from or inserted "
+                "into the file")
+    data_start = start + _LOCAL_HEADER.size + name_length + extra_length
+    data_end = data_start + info.compress_size
+    if data_end > size:
+        return f"ends at byte {data_end:,}, past the end of the file ({size:,} bytes): truncated"
+    if info.compress_type != zipfile.ZIP_STORED:  # torch.save never compresses; zipfile can check it
+        try:
+            with archive.open(info) as record:
+                while record.read(1 << 20):
+                    pass
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+            return f"cannot be read back ({error})"
+        return None
+    crc = zlib.crc32(view[data_start:data_end])
+    if crc != info.CRC:
+        return (f"fails its CRC-32 check (stored {info.CRC:08x}, now {crc:08x}): bytes inside the "
+                f"archive were altered after it was written (a disk, memory or transfer error)")
+    return None
+
+
+def _what_record_holds(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    """' (the values of tensor NAME)' for a tensor's record, as far as its pickle tells."""
+    prefix, _, record = info.filename.partition("/")
+    if record == "data.pkl":
+        return " (the pickle that lists what the checkpoint holds)"
+    if not record.startswith("data/"):
+        return ""
+    key = record[len("data/"):]
+    try:
+        name = _tensor_names(archive.read(f"{prefix}/data.pkl")).get(key)
+    except Exception:  # the pickle itself damaged or unusual: the record's name must do
+        name = None
+    return f" (the values of tensor '{name}')" if name else f" (the values of tensor storage {key})"
+
+
+def _tensor_names(pickled: bytes) -> Dict[str, str]:
+    """Storage key -> the dict key a tensor using it is stored under, read from the opcodes of
+    torch.save's data.pkl without unpickling it. Each tensor is pickled right after its key as
+    ``GLOBAL torch._utils._rebuild_tensor_v2`` and a persistent id
+    ``('storage', <storage class>, key, location, size)``; strings and globals repeat by memo."""
+    names, memo = {}, {}
+    pushed = last_string = tensor_name = None
+    expecting = None  # None, "storage", "class", "key"
+    for opcode, argument, _ in pickletools.genops(pickled):
+        if opcode.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[argument] = pushed
+            continue
+        if opcode.name == "MEMOIZE":
+            memo[len(memo)] = pushed
+            continue
+        if opcode.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed = memo.get(argument)
+        elif opcode.name == "GLOBAL":
+            pushed = ("global", argument)
+        elif isinstance(argument, str) and opcode.name.endswith(("UNICODE", "STRING", "BINUNICODE8")):
+            pushed = argument
+        elif opcode.name == "MARK":
+            continue
+        else:
+            pushed = None
+        if isinstance(pushed, tuple) and pushed[1].endswith("_rebuild_tensor_v2"):
+            tensor_name, expecting = last_string, "storage"
+        elif expecting == "storage" and pushed == "storage":
+            expecting = "class"
+        elif expecting == "class" and isinstance(pushed, tuple):
+            expecting = "key"
+        elif expecting == "key" and isinstance(pushed, str):
+            names.setdefault(pushed, tensor_name)
+            expecting = None
+        elif isinstance(pushed, str):
+            last_string = pushed
+    return names
+
+
+def _unsafe_global_name(error: Exception) -> Optional[str]:
+    """The global that torch's weights-only unpickler refused, as it reported it: 'Unsupported
+    global: GLOBAL x.y' or 'unsupported GLOBAL x.y whose module x is blocked'. Other unpickler
+    errors (an unknown opcode, a short read) come from bytes that are no valid pickle."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    match = re.search(r"GLOBAL ((?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*)\b", str(error))
+    return match.group(1) if match else None
+
+
+def _torch_reason(error: Exception) -> str:
+    """What torch said went wrong, without its advice to load with weights_only=False."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = text.replace("Weights only load failed.", "")
+    text = text.replace(getattr(torch.serialization, "UNSAFE_MESSAGE", "\0"), "")
+    text = text.split("Check the documentation of torch.load")[0]
+    text = text.split("This is an internal miniz error")[0]
+    text = " ".join(text.split()).rstrip(".")
+    if not text:
+        text = "the data ends early" if isinstance(error, EOFError) else "no details"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def explain_load_error(path, error: Exception, file_format: Optional[str] = None) -> Exception:
+    """Turn what ``torch.load`` raised for ``path`` into an error a user can act on.
+
+    ``file_format`` is what :func:`verify_checkpoint_file` found (None when it did not run)."""
+    unsafe_global = _unsafe_global_name(error)
+    if unsafe_global is not None:
         return UnsafeCheckpointError(
-            f"refusing to load {path}: its pickle names {_unsafe_global_name(error)}, which is "
-            f"neither a tensor nor a type fairseq checkpoints contain, so loading it could run "
-            f"arbitrary code. Use a checkpoint written by fairseq-train; do not switch off "
-            f"torch's weights_only protection for a file you did not make yourself."
+            f"refusing to load {path}: its pickle names {unsafe_global}, which is neither a "
+            f"tensor nor a type fairseq checkpoints contain, so loading it could run arbitrary "
+            f"code. Use a checkpoint written by fairseq-train; do not switch off torch's "
+            f"weights_only protection for a file you did not make yourself."
         )
-    return DamagedCheckpointError(
-        f"cannot read checkpoint {path}: {error}. The file is incomplete or not a torch "
-        f"checkpoint (an interrupted copy or download?); resume or evaluate from another "
-        f"checkpoint, e.g. checkpoint_best.pt or an epoch checkpoint in the same directory."
-    )
+    detail = _torch_reason(error)
+    if file_format == ZIP_CHECKPOINT:
+        reason = f"its records are intact but torch cannot read them as a checkpoint ({detail})"
+    elif file_format == LEGACY_CHECKPOINT:
+        reason = f"its legacy torch pickle is truncated or damaged ({detail})"
+    else:
+        reason = f"torch cannot read it ({detail})"
+    return damaged(path, reason)
+
+
+def _raised_in_torch_load(error: Exception) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        module = traceback.tb_frame.f_globals.get("__name__", "")
+        if module in ("torch.serialization", "torch._weights_only_unpickler"):
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def is_checkpoint_read_error(error: Exception) -> bool:
-    """Whether ``torch.load`` failed on the file itself (refused pickle, truncated archive)."""
+    """Whether ``torch.load`` failed on the file itself (refused pickle, bytes it cannot read)."""
+    if isinstance(error, UserError):
+        return False
     if isinstance(error, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
         return True
     # torch reports a truncated or foreign file as a RuntimeError from its archive reader, or,
     # when the cut falls inside the archive's index, as EINVAL from seeking in it.
     if isinstance(error, OSError):
         return error.errno == errno.EINVAL
-    return isinstance(error, RuntimeError) and "PytorchStreamReader" in str(error)
+    if isinstance(error, RuntimeError) and "PytorchStreamReader" in str(error):
+        return True
+    # Garbage inside a legacy pickle surfaces from the unpickler as whatever its opcodes hit.
+    return isinstance(error, (RuntimeError, ValueError, LookupError, struct.error)) and \
+        _raised_in_torch_load(error)
 
 
-def load_checkpoint_state(path: str) -> dict:
-    """``torch.load`` of a fairseq checkpoint with the weights-only protection on."""
-    try:
-        with open(path, "rb") as handle:
-            return torch.load(handle, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if is_checkpoint_read_error(error):
-            raise explain_load_error(path, error) from error
-        raise
+def _require_fairseq_state(path, state) -> None:
+    if not isinstance(state, dict):
+        raise damaged(path, f"not a fairseq checkpoint: it holds a {type(state).__name__}, not "
+                            f"the dict with a 'model' entry that fairseq-train saves")
+    if "model" not in state:
+        keys = ", ".join(repr(key) for key in list(state)[:8]) or "none"
+        raise damaged(path, f"not a fairseq checkpoint: its dict has no 'model' entry (keys: {keys})")
+
+
+def load_checkpoint_state(path) -> dict:
+    """``torch.load`` of a fairseq checkpoint with the weights-only protection on, after
+    :func:`verify_checkpoint_file` (one open of the file for both)."""
+    with open(path, "rb") as handle:
+        file_format = verify_checkpoint_file(path, handle)
+        try:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as error:
+            if is_checkpoint_read_error(error):
+                raise explain_load_error(path, error, file_format) from error
+            raise
+    _require_fairseq_state(path, state)
+    return state
 
 
 def _load_checkpoint_to_cpu_explained(original):
     def load_checkpoint_to_cpu(path, *args, **kwargs):
+        local = "://" not in str(path)  # remote storage: fairseq fetches it; not checked here
+        file_format = verify_checkpoint_file(path) if local else None
         try:
             return original(path, *args, **kwargs)
         except Exception as error:
             if is_checkpoint_read_error(error):
-                raise explain_load_error(path, error) from error
+                raise explain_load_error(path, error, file_format) from error
+            if local and isinstance(error, (KeyError, TypeError, AttributeError)):
+                # fairseq's upgrade code stumbling over a pickle that is no fairseq checkpoint
+                # (a plain dict, a list): say so. A real checkpoint loads here and the
+                # original error stands.
+                load_checkpoint_state(path)
             raise
 
     load_checkpoint_to_cpu.__wrapped__ = original
