@@ -15,6 +15,8 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
+from fairseq_svae.generation.ngram_blocking import block_repeated_ngrams
+
 
 def supports_fast_greedy(generator, prefix_tokens, constraints, bos_token) -> bool:
     """Whether ``generator`` (a SequenceGenerator) is set up for plain greedy search."""
@@ -29,7 +31,6 @@ def supports_fast_greedy(generator, prefix_tokens, constraints, bos_token) -> bo
         and bos_token is None
         and generator.lm_model is None
         and not generator.match_source_len
-        and generator.repeat_ngram_blocker is None
         and getattr(generator, "token_indices_to_suppress", None) is None
     )
 
@@ -73,6 +74,9 @@ def greedy_search(generator, sample: Dict) -> List[List[Dict[str, Tensor]]]:
                 logits[:, unk] -= generator.unk_penalty
             if step < generator.min_len:
                 logits[:, eos] = -math.inf
+            if generator.repeat_ngram_blocker is not None:
+                block_repeated_ngrams(tokens[active, : step + 1], logits,
+                                      generator.repeat_ngram_blocker.no_repeat_ngram_size)
             best = logits.argmax(dim=-1)
         tokens[active, step + 1] = best
         positional_scores[active, step] = logits.gather(1, best.unsqueeze(1)).squeeze(1) - log_normalizer
