@@ -40,6 +40,7 @@ setup(
             "svae-user-dir = fairseq_svae.cli.user_dir:main",
             "svae-interpolate = fairseq_svae.cli.interpolate:cli_main",
             "svae-eval = fairseq_svae.cli.evaluate:cli_main",
+            "svae-report = fairseq_svae.cli.report:cli_main",
         ],
     },
 )

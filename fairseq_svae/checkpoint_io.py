@@ -241,7 +241,7 @@ def _unsafe_global_name(error: Exception) -> Optional[str]:
 
 
 def _torch_reason(error: Exception) -> str:
-    """What torch said went wrong, without its advice to load with weights_only=False."""
+    """What torch said went wrong, without its advice to switch the weights-only protection off."""
     text = str(error)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]

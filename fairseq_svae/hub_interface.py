@@ -14,6 +14,7 @@ hold ``svae.batch_size`` sentences or codes (256). Drawn codes are seeded per sa
 seed=s)`` returns what ``fairseq-generate --sample-from-prior --prior-samples n --seed s`` prints.
 """
 
+import ast
 import copy
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from fairseq import checkpoint_utils, file_utils, utils
+from fairseq import checkpoint_utils, file_utils, tasks, utils
 from fairseq.data import encoders
 from omegaconf import open_dict
 from torch import Tensor
@@ -125,6 +126,28 @@ class SentenceVAEHubInterface(nn.Module):
         )
         return cls(cfg, task, models)
 
+    @classmethod
+    def from_command_line(cls, cfg) -> "SentenceVAEHubInterface":
+        """The hub over ``--path`` for a command built on fairseq's generation parser (``cfg``
+        as fairseq-generate has it): its task options, generation options and ``--cpu``."""
+        utils.import_user_module(cfg.common)
+        path = one_checkpoint_file(cfg.common_eval.path)
+        overrides = ast.literal_eval(cfg.common_eval.model_overrides)
+        state = load_sentence_vae_state(path, overrides)
+        task = tasks.setup_task(cfg.task)
+        models, saved_cfg = checkpoint_utils.load_model_ensemble([path], arg_overrides=overrides, task=task,
+                                                                 state=state)
+        # Raw text must be split as the training data was: unless the command line says
+        # otherwise, use the tokenizer and BPE the checkpoint was trained with.
+        with open_dict(cfg):
+            for component in ("tokenizer", "bpe"):
+                if cfg[component] is None and saved_cfg.get(component) is not None:
+                    cfg[component] = saved_cfg[component]
+        hub = cls(cfg, task, models)
+        if torch.cuda.is_available() and not cfg.common.cpu:
+            hub.cuda()
+        return hub
+
     # ----------------------------------------------------------------------------------------
     # Text <-> token ids
 
@@ -219,7 +242,11 @@ class SentenceVAEHubInterface(nn.Module):
     @torch.no_grad()
     def encode(self, sentences: Sentences) -> Tuple[Tensor, Tensor]:
         """Posterior means and log-variances of q(z|x), each ``len(sentences) x latent_dim``."""
-        token_lists = self.sentences_to_tokens(sentences)
+        return self.encode_tokens(self.sentences_to_tokens(sentences))
+
+    @torch.no_grad()
+    def encode_tokens(self, token_lists: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """:meth:`encode` for sentences already as ids (``w_1 .. w_n </s>``, e.g. a binarized split)."""
         means = torch.empty(len(token_lists), self.latent_dim, device=self.device)
         logvars = torch.empty_like(means)
         if not token_lists:
@@ -256,21 +283,35 @@ class SentenceVAEHubInterface(nn.Module):
                 setattr(gen_cfg, name, value)
         return self.task.build_generator(self.models, gen_cfg)
 
-    @torch.no_grad()
     def decode_latents(self, latents: Tensor, **generation) -> List[str]:
         """One sentence per row of ``latents`` (``n x latent_dim``), decoded in batches."""
+        return [self.tokens_to_text(tokens) for tokens in self.decode_latents_to_tokens(latents, **generation)]
+
+    @torch.no_grad()
+    def decode_latents_to_tokens(self, latents: Tensor, progress=None, **generation) -> List[Tensor]:
+        """The best hypothesis' token ids (ending in ``</s>``) for each row of ``latents``;
+        ``progress(n)`` is called after each batch of n rows."""
         if latents.dim() != 2 or latents.size(1) != self.latent_dim:
             raise OptionError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
         generator = self.build_generator(**generation)
-        texts = []
+        decoded = []
         for start in range(0, latents.size(0), self.batch_size):
             chunk = latents[start : start + self.batch_size].to(self.device).float()
             ids = torch.arange(start, start + chunk.size(0), device=self.device)
             hypos = self.task.inference_step(
                 generator, self.models, latent_batch(ids, self.dictionary.eos(), chunk)
             )
-            texts.extend(self.tokens_to_text(hypo[0]["tokens"]) for hypo in hypos)
-        return texts
+            decoded.extend(hypo[0]["tokens"].cpu() for hypo in hypos)
+            if progress is not None:
+                progress(chunk.size(0))
+        return decoded
+
+    def max_output_tokens(self, **generation) -> int:
+        """The most tokens (``</s>`` included) a decoded sentence can have: outputs that long
+        were cut off by the length limit (``max_len_b``, and ``max_len_a`` per source token)."""
+        generator = self.build_generator(**generation)
+        # A latent code is decoded from a one-token source (see latent_batch).
+        return min(int(generator.max_len_a * 1 + generator.max_len_b), generator.max_len - 1) + 1
 
     def reconstruct(self, sentences: Sentences, **generation) -> List[str]:
         """Each sentence decoded from its posterior mean (what fairseq-generate prints as H-)."""

@@ -12,19 +12,15 @@ file, an empty or too long sentence, a checkpoint that does not fit) are reporte
 as by every command of the plugin (see :mod:`fairseq_svae.errors`).
 """
 
-import ast
 import logging
 import sys
 
-import torch
-from fairseq import checkpoint_utils, options, tasks, utils
+from fairseq import options, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from omegaconf import open_dict
 
 import fairseq_svae  # noqa: F401  (registers the task before fairseq builds its parser)
 from fairseq_svae.errors import OptionError, exit_on_user_error
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
-from fairseq_svae.sentence_vae_checkpoint import checkpoint_file, load_sentence_vae_state
 
 PROG = "svae-interpolate"
 
@@ -59,26 +55,6 @@ def parse(argv=None):
     return args, extra
 
 
-def load_hub(cfg) -> SentenceVAEHubInterface:
-    utils.import_user_module(cfg.common)
-    path = checkpoint_file(cfg.common_eval.path)
-    overrides = ast.literal_eval(cfg.common_eval.model_overrides)
-    state = load_sentence_vae_state(path, overrides)
-    task = tasks.setup_task(cfg.task)
-    models, saved_cfg = checkpoint_utils.load_model_ensemble([path], arg_overrides=overrides, task=task,
-                                                             state=state)
-    # Raw text must be split as the training data was: unless the command line says otherwise,
-    # use the tokenizer and BPE the checkpoint was trained with (e.g. --bpe sentencepiece).
-    with open_dict(cfg):
-        for component in ("tokenizer", "bpe"):
-            if cfg[component] is None and saved_cfg.get(component) is not None:
-                cfg[component] = saved_cfg[component]
-    hub = SentenceVAEHubInterface(cfg, task, models)
-    if torch.cuda.is_available() and not cfg.common.cpu:
-        hub.cuda()
-    return hub
-
-
 def main(argv=None) -> None:
     args, (first, second) = parse(argv)
     # Decoded sentences go to stdout; fairseq's progress lines would only get in the way.
@@ -87,7 +63,7 @@ def main(argv=None) -> None:
     cfg = convert_namespace_to_omegaconf(args)
     if cfg.common.seed is not None:
         utils.set_torch_seed(cfg.common.seed)  # for --sampling
-    hub = load_hub(cfg)
+    hub = SentenceVAEHubInterface.from_command_line(cfg)
     for sentence in hub.interpolate(first, second, steps=args.steps, spherical=args.spherical):
         print(sentence)
 

@@ -15,6 +15,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.generation.ngram_blocking import block_repeated_ngrams
 
 
@@ -45,7 +46,9 @@ def greedy_search(generator, sample: Dict) -> List[List[Dict[str, Tensor]]]:
     batch, src_len = src_tokens.shape[:2]
     max_len = min(int(generator.max_len_a * src_len + generator.max_len_b), generator.max_len - 1)
     if generator.min_len > max_len:
-        raise ValueError("min_len cannot be larger than max_len, please adjust these!")
+        raise OptionError(
+            f"--min-len {generator.min_len} is more than the longest output allowed here "
+            f"({max_len} tokens, from --max-len-a/--max-len-b); lower --min-len or raise --max-len-b")
     eos, pad, unk = generator.eos, generator.pad, generator.unk
 
     encoder_outs = ensemble.forward_encoder(net_input)

@@ -7,6 +7,8 @@ these and only decode the results.
 import torch
 from torch import Tensor
 
+from fairseq_svae.errors import OptionError
+
 # Below this sin(angle) two codes are (anti)parallel: slerp's weights would divide by ~0, and
 # the straight line is then the only well-defined path anyway.
 _SLERP_MIN_SIN = 1e-6
@@ -37,9 +39,9 @@ def slerp(start: Tensor, end: Tensor, t: Tensor) -> Tensor:
 def interpolation_path(start: Tensor, end: Tensor, steps: int, spherical: bool = False) -> Tensor:
     """``steps`` evenly spaced codes from ``start`` to ``end``, both endpoints included exactly."""
     if steps < 2:
-        raise ValueError(f"an interpolation needs at least 2 steps (its two endpoints), got {steps}")
+        raise OptionError(f"an interpolation needs at least 2 steps (its two endpoints), got {steps}")
     if start.shape != end.shape or start.dim() != 1:
-        raise ValueError(f"interpolate between two codes of one shape (dim,), got {tuple(start.shape)} "
+        raise OptionError(f"interpolate between two codes of one shape (dim,), got {tuple(start.shape)} "
                          f"and {tuple(end.shape)}")
     t = torch.linspace(0.0, 1.0, steps)
     path = slerp(start, end, t) if spherical else lerp(start, end, t)
@@ -51,7 +53,7 @@ def interpolation_path(start: Tensor, end: Tensor, steps: int, spherical: bool =
 def attribute_vector(means_with: Tensor, means_without: Tensor) -> Tensor:
     """Mean posterior mean of sentences with an attribute minus that of sentences without it."""
     if means_with.size(0) == 0 or means_without.size(0) == 0:
-        raise ValueError("an attribute vector needs at least one sentence on each side")
+        raise OptionError("an attribute vector needs at least one sentence on each side")
     return means_with.float().mean(0) - means_without.float().mean(0)
 
 

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3 -u
+"""``svae-report``: what a user sees from a Sentence VAE, measured.
+
+    svae-report data-bin/brown --path checkpoints/checkpoint_best.pt --gen-subset test \\
+        --critic-path lm/checkpoint_best.pt --json report.json
+
+decodes ``--prior-samples`` sentences from the prior, the reconstructions of
+``--reconstructions`` sentences of the split (from their posterior means) and ``--homotopies``
+paths of ``--homotopy-steps`` sentences between two sentences of the split, with fairseq's
+generation options (``--beam``, ``--sampling``, ``--sampling-topp``, ``--no-repeat-ngram-size``,
+``--max-len-b``, ``--unkpen``, ...). For each set, and for as many real sentences of the split
+as the reference, it prints the mean length and its spread, the share that hit the length cap,
+the share with a repeated 3-gram, the share of ``<unk>`` tokens, distinct-1/-2, self-BLEU
+(sacreBLEU of each sentence against the others) and, with ``--critic-path`` (a fairseq language
+model such as ``lstm_lm`` trained on the same data), the perplexity of the set under it; then the
+reconstruction BLEU and exact-match rate, and per homotopy the distinct sentences and the words
+changed between neighbouring steps. Seeded by ``--seed``; ``--json FILE`` writes it all.
+"""
+
+import json
+import logging
+import sys
+
+from fairseq import options, utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+import fairseq_svae  # noqa: F401  (registers the task before fairseq builds its parser)
+from fairseq_svae.errors import IncompatibleCheckpointError, OptionError, exit_on_user_error
+from fairseq_svae.evaluation.inputs import LANGUAGE_MODEL, load_model, load_split
+from fairseq_svae.hub_interface import SentenceVAEHubInterface
+from fairseq_svae.sample_report import ReportSettings, SampleReport, report_table, work_units
+from fairseq_svae.sentence_scorer import LanguageModelScorer
+
+PROG = "svae-report"
+# Generation options a user can pass; they are what the report measures, so they go in it.
+GENERATION_OPTIONS = ("beam", "sampling", "sampling_topk", "sampling_topp", "temperature", "max_len_a",
+                      "max_len_b", "min_len", "unkpen", "no_repeat_ngram_size", "lenpen")
+
+
+def build_parser():
+    parser = options.get_generation_parser(default_task="sentence_vae")
+    parser.prog = PROG
+    parser.description = __doc__.split("\n\n")[0]
+    defaults = ReportSettings()
+    group = parser.add_argument_group("Report")
+    # fmt: off
+    group.add_argument("--prior-samples", type=int, default=defaults.prior_samples, metavar="N",
+                       help="sentences decoded from z ~ N(0, I); as many sentences of the split "
+                            "are the reference")
+    group.add_argument("--reconstructions", type=int, default=defaults.reconstructions, metavar="M",
+                       help="sentences of the split decoded from their posterior means")
+    group.add_argument("--homotopies", type=int, default=defaults.homotopies, metavar="P",
+                       help="paths between two sentences of the split")
+    group.add_argument("--homotopy-steps", type=int, default=defaults.homotopy_steps, metavar="K",
+                       help="sentences per path, both endpoints included")
+    group.add_argument("--spherical", action="store_true", help="homotopies along the great circle (slerp)")
+    group.add_argument("--critic-path", default=None, metavar="FILE",
+                       help="a fairseq language model checkpoint trained on the same data: the "
+                            "perplexity of each set under it")
+    group.add_argument("--self-bleu-references", type=int, default=defaults.self_bleu_references, metavar="R",
+                       help="compare each sentence with R others for self-BLEU (0: all others)")
+    group.add_argument("--json", default=None, metavar="FILE", help="also write the report to FILE")
+    # fmt: on
+    parser.set_defaults(beam=1)
+    return parser
+
+
+def check_options(args) -> None:
+    if args.path is None:
+        raise OptionError("a checkpoint is needed: --path SAVE_DIR/checkpoint_best.pt")
+    for name in ("prior_samples", "reconstructions"):
+        if getattr(args, name) < 1:
+            raise OptionError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.homotopies < 0:
+        raise OptionError(f"--homotopies must be >= 0, got {args.homotopies}")
+    if args.homotopy_steps < 2:
+        raise OptionError(f"--homotopy-steps must be at least 2 (the two endpoints), got {args.homotopy_steps}")
+
+
+def load_critic(path: str, data_dir: str, data_task):
+    model, kind, arch = load_model(path, data_dir, data_task)
+    if kind != LANGUAGE_MODEL:
+        raise IncompatibleCheckpointError(
+            f"--critic-path {path} holds a {arch} model; the critic is a fairseq language model "
+            f"trained on the same data, e.g. fairseq-train --task language_modeling --arch lstm_lm"
+        )
+    return LanguageModelScorer(model.eval(), data_task.dictionary.pad(), max_logit_rows=512)
+
+
+def main(argv=None) -> dict:
+    args = options.parse_args_and_arch(build_parser(), argv)
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+    check_options(args)
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.set_torch_seed(args.seed)  # for --sampling
+    hub = SentenceVAEHubInterface.from_command_line(cfg)
+    data_task, dataset = load_split(args.data, args.gen_subset)
+    critic = load_critic(args.critic_path, args.data, data_task) if args.critic_path else None
+    if critic is not None and hub.device.type == "cuda":
+        critic.model.cuda()
+    settings = ReportSettings(
+        prior_samples=args.prior_samples, reconstructions=args.reconstructions, homotopies=args.homotopies,
+        homotopy_steps=args.homotopy_steps, spherical=args.spherical, seed=args.seed,
+        self_bleu_references=args.self_bleu_references,
+    )
+    generation = {name: getattr(cfg.generation, name) for name in GENERATION_OPTIONS}
+
+    from tqdm import tqdm
+
+    with tqdm(total=work_units(settings, critic is not None), disable=args.no_progress_bar, desc=PROG,
+              unit="sent", dynamic_ncols=True, file=sys.stderr) as bar:
+        report = SampleReport(hub, dataset, settings, critic, generation, progress=bar.update).make()
+    report["checkpoint"], report["critic"] = args.path, args.critic_path
+    report["data"], report["split"] = args.data, args.gen_subset
+
+    print(report_table(report))
+    examples = report["examples"]
+    print("\nprior samples:\n" + "\n".join(f"  {text}" for text in examples["prior_samples"]))
+    print("reconstructions:\n" + "\n".join(f"  {pair['sentence']}\n  -> {pair['reconstruction']}"
+                                           for pair in examples["reconstructions"]))
+    if examples["homotopy"]:
+        print("homotopy:\n" + "\n".join(f"  {text}" for text in examples["homotopy"]))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
+    return report
+
+
+def cli_main():
+    exit_on_user_error(main, PROG)
+
+
+if __name__ == "__main__":
+    cli_main()

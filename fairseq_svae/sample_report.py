@@ -1,0 +1,192 @@
+"""What users see from a Sentence VAE, measured: prior samples, reconstructions and homotopies
+next to real sentences of the same split (the report of ``svae-report``).
+
+Every figure is computed on text as the model's dictionary sees it (unknown words are
+``<unk>``), so the reference row is the split's sentences after binarization. The figures
+themselves live in :mod:`fairseq_svae.text_statistics`; this module decides what is decoded,
+seeded so that a report can be made again.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import sacrebleu
+import torch
+
+from fairseq_svae.generation.latent_space import interpolation_path
+from fairseq_svae.text_statistics import homotopy_statistics, set_statistics
+
+Progress = Optional[Callable[[int], None]]
+
+
+@dataclass
+class ReportSettings:
+    prior_samples: int = 1000
+    reconstructions: int = 500
+    homotopies: int = 20
+    homotopy_steps: int = 7
+    spherical: bool = False
+    seed: int = 1
+    # 0: each sentence against every other sentence of its set.
+    self_bleu_references: int = 0
+    examples: int = 5
+
+
+def choose_sentences(count: int, available: int, seed: int) -> List[int]:
+    """``count`` distinct sentence indices of the split, seeded, in a random order."""
+    rng = np.random.default_rng([seed, 2016])
+    return rng.permutation(available)[: min(count, available)].tolist()
+
+
+class SampleReport:
+    """Decodes what a user would look at and measures it; see :func:`make_report`."""
+
+    def __init__(self, hub, dataset, settings: ReportSettings, critic=None, generation: Optional[Dict] = None,
+                 progress: Progress = None):
+        self.hub = hub
+        self.dataset = dataset
+        self.settings = settings
+        self.critic = critic
+        self.generation = dict(generation or {})
+        self.progress = progress
+        self.dictionary = hub.dictionary
+        self.cap = hub.max_output_tokens(**self.generation)
+
+    # -- text ----------------------------------------------------------------------------------
+    def text(self, tokens: torch.Tensor) -> str:
+        """Words as the dictionary sees them (no BPE undone: the figures count model tokens)."""
+        return self.dictionary.string(tokens)
+
+    def statistics(self, token_lists: List[torch.Tensor], length_cap: int = 0) -> Dict:
+        texts = [self.text(tokens) for tokens in token_lists]
+        figures = set_statistics(texts, self.dictionary.unk_word, length_cap=0,
+                                 self_bleu_references=self.settings.self_bleu_references,
+                                 seed=self.settings.seed)
+        if length_cap:  # counted on tokens: the cut-off sentence ends in a forced </s> at the cap
+            figures["hit_length_cap"] = float(np.mean([tokens.numel() >= length_cap for tokens in token_lists]))
+        figures["critic_ppl"] = self.critic_perplexity(token_lists)
+        return figures
+
+    def critic_perplexity(self, token_lists: List[torch.Tensor]) -> Optional[float]:
+        """exp(total NLL / tokens incl. </s>) of the sentences under the critic language model."""
+        if self.critic is None or not token_lists:
+            return None
+        total_nll, total_tokens = 0.0, 0
+        batch_size = 256
+        for start in range(0, len(token_lists), batch_size):
+            chunk = token_lists[start:start + batch_size]
+            pairs = self.hub.task.sentence_pairs(chunk, np.array([t.numel() for t in chunk]))
+            batch = pairs.collater([pairs[i] for i in range(len(chunk))])
+            scored = self.critic.score(batch)
+            total_nll += float(scored["nll"].sum())
+            total_tokens += int(scored["tokens"].sum())
+            if self.progress is not None:
+                self.progress(len(chunk))
+        return math.exp(total_nll / total_tokens)
+
+    # -- what is decoded -------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor) -> List[torch.Tensor]:
+        return self.hub.decode_latents_to_tokens(latents, progress=self.progress, **self.generation)
+
+    def posterior_means(self, indices: List[int]) -> torch.Tensor:
+        return self.hub.encode_tokens([self.dataset[i]["source"] for i in indices])[0]
+
+    def make(self) -> Dict:
+        settings = self.settings
+        sentence_count = len(self.dataset)
+        reference_ids = choose_sentences(settings.prior_samples, sentence_count, settings.seed)
+        references = [self.dataset[i]["source"] for i in reference_ids]
+
+        prior = self.decode(self.hub.prior_latents(settings.prior_samples, seed=settings.seed))
+
+        reconstruction_ids = reference_ids[: settings.reconstructions]
+        if len(reconstruction_ids) < settings.reconstructions:
+            reconstruction_ids = choose_sentences(settings.reconstructions, sentence_count, settings.seed)
+        means = self.posterior_means(reconstruction_ids)
+        reconstructed = self.decode(means)
+        targets = [self.text(self.dataset[i]["source"]) for i in reconstruction_ids]
+        hypotheses = [self.text(tokens) for tokens in reconstructed]
+
+        rng = np.random.default_rng([settings.seed, 7])
+        pairs = [rng.choice(sentence_count, size=2, replace=False).tolist() for _ in range(settings.homotopies)]
+        endpoints = self.posterior_means([i for pair in pairs for i in pair]) if pairs else None
+        paths, endpoint_matches = [], 0
+        for number, (start, end) in enumerate(pairs):
+            path = interpolation_path(endpoints[2 * number], endpoints[2 * number + 1], settings.homotopy_steps,
+                                      settings.spherical)
+            steps = [self.text(tokens) for tokens in self.decode(path)]
+            alone = [self.text(tokens) for tokens in self.decode(path[[0, -1]])]
+            endpoint_matches += (steps[0] == alone[0]) + (steps[-1] == alone[1])
+            paths.append(steps)
+
+        report = {
+            "settings": dict(asdict(settings), generation=self.generation, length_cap_tokens=self.cap,
+                             split_sentences=sentence_count),
+            "reference": self.statistics(references),
+            "prior_samples": self.statistics(prior, self.cap),
+            "reconstructions": dict(
+                self.statistics(reconstructed, self.cap),
+                bleu=sacrebleu.corpus_bleu(hypotheses, [targets]).score,
+                exact_match=float(np.mean([h == t for h, t in zip(hypotheses, targets)])) if targets else math.nan,
+            ),
+        }
+        if paths:
+            report["homotopies"] = dict(
+                homotopy_statistics(paths),
+                paths=len(paths), steps=settings.homotopy_steps,
+                endpoints_equal_reconstructions=endpoint_matches / (2 * len(paths)),
+            )
+        report["outputs"] = {
+            "prior_samples": [self.text(tokens) for tokens in prior],
+            "reconstructions": [{"sentence": t, "reconstruction": h} for t, h in zip(targets, hypotheses)],
+            "homotopies": paths,
+        }
+        shown = settings.examples
+        report["examples"] = {
+            "prior_samples": [self.text(tokens) for tokens in prior[:shown]],
+            "reconstructions": [{"sentence": t, "reconstruction": h}
+                                for t, h in zip(targets[:shown], hypotheses[:shown])],
+            "homotopy": paths[0] if paths else [],
+        }
+        return report
+
+
+def work_units(settings: ReportSettings, with_critic: bool) -> int:
+    """What the progress bar counts: decoded codes plus sentences scored by the critic."""
+    decoded = settings.prior_samples + settings.reconstructions + settings.homotopies * (settings.homotopy_steps + 2)
+    scored = 2 * settings.prior_samples + settings.reconstructions if with_critic else 0
+    return decoded + scored
+
+
+ROWS = (("reference", "test sentences (reference)"), ("prior_samples", "prior samples"),
+        ("reconstructions", "reconstructions"))
+
+
+def report_table(report: Dict) -> str:
+    """A markdown table of the set figures, one row per set, and the pair/path figures below it."""
+    header = ["", "sentences", "length", "hit the cap", "repeated 3-gram", "<unk>", "distinct-1",
+              "distinct-2", "self-BLEU", "critic PPL"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label in ROWS:
+        f = report[key]
+        ppl = "–" if f.get("critic_ppl") is None else f"{f['critic_ppl']:.1f}"
+        cap = "–" if key == "reference" else f"{100 * f['hit_length_cap']:.1f}%"
+        lines.append(
+            f"| {label} | {f['sentences']} | {f['mean_length']:.1f} ± {f['length_std']:.1f} | {cap} | "
+            f"{100 * f['repeated_3gram']:.1f}% | {100 * f['unk_share']:.1f}% | {f['distinct_1']:.3f} | "
+            f"{f['distinct_2']:.3f} | {f['self_bleu']:.1f} | {ppl} |"
+        )
+    recon = report["reconstructions"]
+    lines.append("")
+    lines.append(f"reconstruction BLEU {recon['bleu']:.2f}, exact match {100 * recon['exact_match']:.1f}%")
+    if "homotopies" in report:
+        h = report["homotopies"]
+        lines.append(
+            f"homotopies: {h['distinct_sentences_per_path']:.2f} distinct sentences of {h['steps']} per path "
+            f"(fewest {h['min_distinct_sentences']}), {h['neighbour_word_edit_distance']:.2f} words changed "
+            f"between neighbouring steps, endpoints equal to the reconstructions "
+            f"{100 * h['endpoints_equal_reconstructions']:.0f}%"
+        )
+    return "\n".join(lines)
