@@ -41,6 +41,7 @@ setup(
             "svae-interpolate = fairseq_svae.cli.interpolate:cli_main",
             "svae-eval = fairseq_svae.cli.evaluate:cli_main",
             "svae-report = fairseq_svae.cli.report:cli_main",
+            "svae-impute = fairseq_svae.cli.impute:cli_main",
         ],
     },
 )

@@ -35,6 +35,7 @@ from fairseq_svae.errors import (
     nth_sentence,
 )
 from fairseq_svae.generation import latent_batch
+from fairseq_svae.generation.imputation import impute_suffixes
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
 from fairseq_svae.generation.latent_space import attribute_vector, interpolation_path, shift
 from fairseq_svae.sentence_vae_checkpoint import checkpoint_file as one_checkpoint_file
@@ -347,6 +348,17 @@ class SentenceVAEHubInterface(nn.Module):
         included: they are the two reconstructions), linear or, with ``spherical``, slerp."""
         means, _ = self.encode([start, end])
         return self.decode_latents(interpolation_path(means[0], means[1], steps, spherical), **generation)
+
+    def impute(self, beginnings: Sentences, iterations: int = 10, seed: Optional[int] = None,
+               **generation) -> List[str]:
+        """Complete sentences whose last words are missing, through the latent code (Bowman et
+        al. 2016, section 5.1; see :mod:`~fairseq_svae.generation.imputation`): each result
+        starts with its beginning's words."""
+        token_lists = self.sentences_to_tokens(beginnings)
+        prefixes = [tokens[:-1] for tokens in token_lists]  # without </s>: the sentence goes on
+        completed = impute_suffixes(self, prefixes, iterations, _random_seed() if seed is None else seed,
+                                    **generation)
+        return [self.tokens_to_text(tokens) for tokens in completed]
 
     def attribute_vector(self, sentences_with: Sentences, sentences_without: Sentences) -> Tensor:
         """Mean posterior mean of ``sentences_with`` minus that of ``sentences_without``."""

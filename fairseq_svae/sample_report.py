@@ -15,6 +15,7 @@ import numpy as np
 import sacrebleu
 import torch
 
+from fairseq_svae.generation.imputation import impute_suffixes, language_model_completions
 from fairseq_svae.generation.latent_space import interpolation_path
 from fairseq_svae.text_statistics import homotopy_statistics, set_statistics
 
@@ -32,6 +33,10 @@ class ReportSettings:
     # 0: each sentence against every other sentence of its set.
     self_bleu_references: int = 0
     examples: int = 5
+    # Sentences completed after their last words were removed (Bowman et al. section 5.1).
+    imputations: int = 100
+    missing_fraction: float = 0.2
+    imputation_iterations: int = 10
 
 
 def choose_sentences(count: int, available: int, seed: int) -> List[int]:
@@ -143,19 +148,66 @@ class SampleReport:
             "reconstructions": [{"sentence": t, "reconstruction": h} for t, h in zip(targets, hypotheses)],
             "homotopies": paths,
         }
+        if settings.imputations > 0:
+            report["imputation"], report["outputs"]["imputation"] = self.imputation()
         shown = settings.examples
         report["examples"] = {
             "prior_samples": [self.text(tokens) for tokens in prior[:shown]],
             "reconstructions": [{"sentence": t, "reconstruction": h}
                                 for t, h in zip(targets[:shown], hypotheses[:shown])],
             "homotopy": paths[0] if paths else [],
+            "imputation": report["outputs"].get("imputation", [])[:shown],
         }
         return report
+
+    def imputation(self):
+        """Sentences of the split with their last words removed, completed through z and, given
+        a critic language model, by its beam search: how close each completion is to the truth."""
+        settings = self.settings
+        rng = np.random.default_rng([settings.seed, 51])
+        candidates = [i for i in rng.permutation(len(self.dataset)).tolist() if self.dataset[i]["source"].numel() >= 5]
+        chosen = candidates[: settings.imputations]
+        prefixes, truths = [], []
+        for index in chosen:
+            words = self.dataset[index]["source"][:-1]
+            missing = max(1, int(round(settings.missing_fraction * words.numel())))
+            prefixes.append(words[:-missing])
+            truths.append(words)
+        completed = {"vae": impute_suffixes(self.hub, prefixes, settings.imputation_iterations, settings.seed,
+                                            **self.generation)}
+        if self.progress is not None:
+            self.progress(len(chosen))
+        if self.critic is not None:
+            completed["language_model"] = language_model_completions(
+                self.critic.model, self.dictionary, prefixes,
+                max_len_b=int(self.generation.get("max_len_b") or 200),
+                no_repeat_ngram_size=int(self.generation.get("no_repeat_ngram_size") or 0),
+            )
+        figures = {"sentences": len(chosen), "missing_fraction": settings.missing_fraction,
+                   "iterations": settings.imputation_iterations}
+        rows = [{"beginning": self.text(p), "truth": self.text(t)} for p, t in zip(prefixes, truths)]
+        true_ends = [self.text(t[p.numel():]) for p, t in zip(prefixes, truths)]
+        for name, sentences in completed.items():
+            ends = [self.text(tokens[p.numel():]) for p, tokens in zip(prefixes, sentences)]
+            figures[name] = {
+                "sentence_bleu": sacrebleu.corpus_bleu([self.text(t) for t in sentences],
+                                                       [[row["truth"] for row in rows]]).score,
+                "missing_words_bleu": sacrebleu.corpus_bleu(ends, [true_ends]).score,
+                "missing_words_exact": float(np.mean([e == t for e, t in zip(ends, true_ends)])),
+                "completion_length": float(np.mean([len(e.split()) for e in ends])),
+                "repeated_3gram": set_statistics([self.text(t) for t in sentences], self.dictionary.unk_word)[
+                    "repeated_3gram"],
+            }
+            for row, end in zip(rows, ends):
+                row[name] = end
+        figures["true_completion_length"] = float(np.mean([len(t.split()) for t in true_ends]))
+        return figures, rows
 
 
 def work_units(settings: ReportSettings, with_critic: bool) -> int:
     """What the progress bar counts: decoded codes plus sentences scored by the critic."""
-    decoded = settings.prior_samples + settings.reconstructions + settings.homotopies * (settings.homotopy_steps + 2)
+    decoded = (settings.prior_samples + settings.reconstructions + settings.homotopies * (settings.homotopy_steps + 2)
+               + settings.imputations)
     scored = 2 * settings.prior_samples + settings.reconstructions if with_critic else 0
     return decoded + scored
 
@@ -189,4 +241,15 @@ def report_table(report: Dict) -> str:
             f"between neighbouring steps, endpoints equal to the reconstructions "
             f"{100 * h['endpoints_equal_reconstructions']:.0f}%"
         )
+    if "imputation" in report:
+        imputation = report["imputation"]
+        for name, label in (("vae", "through z"), ("language_model", "critic LM, beam 5")):
+            if name in imputation:
+                f = imputation[name]
+                lines.append(
+                    f"imputation of the last {100 * imputation['missing_fraction']:.0f}% of words ({label}): "
+                    f"BLEU {f['sentence_bleu']:.1f} (sentence), {f['missing_words_bleu']:.1f} (missing words), "
+                    f"{100 * f['missing_words_exact']:.1f}% exact, {f['completion_length']:.1f} words "
+                    f"(truth {imputation['true_completion_length']:.1f})"
+                )
     return "\n".join(lines)

@@ -221,8 +221,11 @@ def scratch_directory(tmp_path_factory):
 
 
 def repository_files():
-    """Every file and folder under the repository except the ones tools keep there on purpose."""
-    kept = {".git", ".venv", ".pytest_cache", "__pycache__", "fairseq_svae.egg-info", "fairseq_svae-0.1.0.dist-info"}
+    """Every file and folder under the repository except the ones tools keep there on purpose.
+
+    runs/ is where the example scripts put a user's own trainings (ignored by git); one may be
+    running beside the tests."""
+    kept = {".git", ".venv", ".pytest_cache", "__pycache__", "runs"}
     found = set()
     for root, folders, files in os.walk(REPO):
         folders[:] = [folder for folder in folders if folder not in kept and not folder.endswith(".egg-info")]

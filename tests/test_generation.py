@@ -198,7 +198,7 @@ def test_svae_interpolate_reports_bad_input_in_one_line(short_sentences_bin, lat
     assert "Traceback" not in missing.stderr
 
     one_sentence = interpolate("just one")
-    assert one_sentence.returncode == 2 and "expected two sentences" in one_sentence.stderr
+    assert one_sentence.returncode == 2 and "expected 2 sentences" in one_sentence.stderr
     few_steps = interpolate("--steps", "1", "a", "b")
     assert few_steps.returncode == 1
     assert few_steps.stderr.splitlines()[-1] == (

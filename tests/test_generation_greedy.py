@@ -72,5 +72,6 @@ def test_other_searches_keep_fairseqs_generator(trained):
     assert supports_fast_greedy(plain, None, None, None)
     assert not supports_fast_greedy(LatentSequenceGenerator([model], dictionary, beam_size=5), None, None, None)
     assert not supports_fast_greedy(plain, torch.tensor([[4]]), None, None)  # prefix tokens
-    assert not supports_fast_greedy(
+    # n-gram blocking is part of the fast path (tests/test_ngram_blocking.py checks it against fairseq's).
+    assert supports_fast_greedy(
         LatentSequenceGenerator([model], dictionary, beam_size=1, no_repeat_ngram_size=2), None, None, None)

@@ -18,7 +18,7 @@ from conftest import run_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PRIOR, RECONSTRUCTIONS, HOMOTOPIES, STEPS, MAX_WORDS = 40, 25, 3, 5, 12
+PRIOR, RECONSTRUCTIONS, HOMOTOPIES, STEPS, MAX_WORDS, IMPUTATIONS = 40, 25, 3, 5, 12, 8
 
 
 def svae_report(data_bin, checkpoint, out_json, *extra):
@@ -26,6 +26,7 @@ def svae_report(data_bin, checkpoint, out_json, *extra):
         "svae-report", data_bin, "--path", checkpoint, "--cpu", "--gen-subset", "test",
         "--prior-samples", PRIOR, "--reconstructions", RECONSTRUCTIONS, "--homotopies", HOMOTOPIES,
         "--homotopy-steps", STEPS, "--max-len-b", MAX_WORDS, "--seed", "5", "--json", out_json,
+        "--imputations", IMPUTATIONS, "--imputation-iterations", "2",
         "--no-progress-bar", *extra,
     )
     return result, json.loads(out_json.read_text())
@@ -103,9 +104,37 @@ def test_homotopy_figures(report):
 def test_the_report_is_seeded(report, trained_model, data_bin, tmp_path):
     _, figures = report
     _, again = svae_report(data_bin, trained_model[0] / "checkpoint_best.pt", tmp_path / "again.json")
-    assert again["outputs"] == figures["outputs"]
+    for key in ("prior_samples", "reconstructions", "homotopies"):
+        assert again["outputs"][key] == figures["outputs"][key]
+    assert [row["vae"] for row in again["outputs"]["imputation"]] == [
+        row["vae"] for row in figures["outputs"]["imputation"]]
+    assert "language_model" not in again["imputation"]
     assert again["prior_samples"]["distinct_2"] == figures["prior_samples"]["distinct_2"]
     assert again["reference"]["critic_ppl"] is None  # no critic this time
     _, other = svae_report(data_bin, trained_model[0] / "checkpoint_best.pt", tmp_path / "other.json",
                            "--seed", "6")
     assert other["outputs"]["prior_samples"] != figures["outputs"]["prior_samples"]
+
+
+def test_imputation_figures_and_the_language_model_baseline(report):
+    stdout, figures = report
+    rows = figures["outputs"]["imputation"]
+    imputation = figures["imputation"]
+    assert len(rows) == imputation["sentences"] == IMPUTATIONS
+    for row in rows:
+        words = row["truth"].split()
+        kept = len(row["beginning"].split())
+        missing = len(words) - kept
+        assert words[:kept] == row["beginning"].split()
+        assert missing == max(1, round(0.2 * len(words)))
+    true_ends = [" ".join(row["truth"].split()[len(row["beginning"].split()):]) for row in rows]
+    for name in ("vae", "language_model"):  # the critic gives the baseline
+        ends = [row[name] for row in rows]
+        assert imputation[name]["missing_words_bleu"] == pytest.approx(sacrebleu.corpus_bleu(ends, [true_ends]).score)
+        assert imputation[name]["missing_words_exact"] == pytest.approx(
+            sum(e == t for e, t in zip(ends, true_ends)) / IMPUTATIONS)
+        assert all(len(end.split()) <= MAX_WORDS for end in ends)
+    assert imputation["true_completion_length"] == pytest.approx(
+        sum(len(t.split()) for t in true_ends) / IMPUTATIONS)
+    assert "imputation of the last 20% of words (through z)" in stdout
+    assert "imputation of the last 20% of words (critic LM, beam 5)" in stdout

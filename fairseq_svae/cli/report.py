@@ -14,17 +14,18 @@ the share with a repeated 3-gram, the share of ``<unk>`` tokens, distinct-1/-2, 
 (sacreBLEU of each sentence against the others) and, with ``--critic-path`` (a fairseq language
 model such as ``lstm_lm`` trained on the same data), the perplexity of the set under it; then the
 reconstruction BLEU and exact-match rate, and per homotopy the distinct sentences and the words
-changed between neighbouring steps. Seeded by ``--seed``; ``--json FILE`` writes it all.
+changed between neighbouring steps; last, ``--imputations`` sentences of the split completed
+after their last words were removed, through z and (given the critic) by the language model's
+beam search. Seeded by ``--seed``; ``--json FILE`` writes it all.
 """
 
 import json
-import logging
 import sys
 
 from fairseq import options, utils
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 import fairseq_svae  # noqa: F401  (registers the task before fairseq builds its parser)
+from fairseq_svae.cli.sentence_commands import fairseq_config, quiet_logging
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError, exit_on_user_error
 from fairseq_svae.evaluation.inputs import LANGUAGE_MODEL, load_model, load_split
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
@@ -54,6 +55,13 @@ def build_parser():
     group.add_argument("--homotopy-steps", type=int, default=defaults.homotopy_steps, metavar="K",
                        help="sentences per path, both endpoints included")
     group.add_argument("--spherical", action="store_true", help="homotopies along the great circle (slerp)")
+    group.add_argument("--imputations", type=int, default=defaults.imputations, metavar="R",
+                       help="sentences of the split completed after their last words were "
+                            "removed, through z (and by the critic's beam search as the baseline)")
+    group.add_argument("--missing-fraction", type=float, default=defaults.missing_fraction, metavar="F",
+                       help="share of each sentence's words removed for imputation (at least one)")
+    group.add_argument("--imputation-iterations", type=int, default=defaults.imputation_iterations,
+                       metavar="T", help="encode-sample-decode rounds of the imputation")
     group.add_argument("--critic-path", default=None, metavar="FILE",
                        help="a fairseq language model checkpoint trained on the same data: the "
                             "perplexity of each set under it")
@@ -71,6 +79,10 @@ def check_options(args) -> None:
     for name in ("prior_samples", "reconstructions"):
         if getattr(args, name) < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.imputations < 0 or args.imputation_iterations < 0:
+        raise OptionError("--imputations and --imputation-iterations must be >= 0")
+    if not 0 < args.missing_fraction < 1:
+        raise OptionError(f"--missing-fraction must be in (0, 1), got {args.missing_fraction}")
     if args.homotopies < 0:
         raise OptionError(f"--homotopies must be >= 0, got {args.homotopies}")
     if args.homotopy_steps < 2:
@@ -89,10 +101,9 @@ def load_critic(path: str, data_dir: str, data_task):
 
 def main(argv=None) -> dict:
     args = options.parse_args_and_arch(build_parser(), argv)
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
     check_options(args)
-    cfg = convert_namespace_to_omegaconf(args)
+    cfg = fairseq_config(args)
     utils.set_torch_seed(args.seed)  # for --sampling
     hub = SentenceVAEHubInterface.from_command_line(cfg)
     data_task, dataset = load_split(args.data, args.gen_subset)
@@ -102,7 +113,8 @@ def main(argv=None) -> dict:
     settings = ReportSettings(
         prior_samples=args.prior_samples, reconstructions=args.reconstructions, homotopies=args.homotopies,
         homotopy_steps=args.homotopy_steps, spherical=args.spherical, seed=args.seed,
-        self_bleu_references=args.self_bleu_references,
+        self_bleu_references=args.self_bleu_references, imputations=args.imputations,
+        missing_fraction=args.missing_fraction, imputation_iterations=args.imputation_iterations,
     )
     generation = {name: getattr(cfg.generation, name) for name in GENERATION_OPTIONS}
 
@@ -121,6 +133,11 @@ def main(argv=None) -> dict:
                                            for pair in examples["reconstructions"]))
     if examples["homotopy"]:
         print("homotopy:\n" + "\n".join(f"  {text}" for text in examples["homotopy"]))
+    if examples["imputation"]:
+        print("imputation (beginning | truth | through z | critic LM):")
+        for row in examples["imputation"]:
+            print(f"  {row['beginning']} | {row['truth'][len(row['beginning']):].strip()} | {row['vae']}"
+                  f" | {row.get('language_model', '-')}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

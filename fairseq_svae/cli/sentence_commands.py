@@ -1,0 +1,58 @@
+"""What the commands that take sentences on the command line share (svae-interpolate, svae-impute):
+fairseq's generation parser with the sentences as extra positional arguments, quiet logging, and
+the hub over ``--path``."""
+
+import logging
+import sys
+import warnings
+from typing import List, Optional, Tuple
+
+from fairseq import options, utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from fairseq_svae.hub_interface import SentenceVAEHubInterface
+
+
+def generation_parser(prog: str, description: str):
+    parser = options.get_generation_parser(default_task="sentence_vae")
+    parser.prog = prog
+    parser.description = description
+    parser.set_defaults(beam=1)  # greedy unless --beam says otherwise, as Bowman et al. decoded
+    return parser
+
+
+def parse_with_sentences(parser, argv=None, count: Optional[int] = None) -> Tuple[object, List[str]]:
+    """Options, and the sentences after them (exactly ``count`` of them, or at least one)."""
+    # fairseq adds the task's positional DATA argument while parsing, after ours would be
+    # declared, so the sentences are read as the extra positional arguments.
+    args, extra = options.parse_args_and_arch(parser, argv, parse_known=True)
+    options_left = [arg for arg in extra if arg.startswith("-")]
+    if options_left:
+        parser.error(f"unrecognized arguments: {' '.join(options_left)}")
+    if count is not None and len(extra) != count:
+        parser.error(f"expected {count} sentences after the options, got {len(extra)}: {extra}")
+    if count is None and not extra:
+        parser.error("expected at least one sentence after the options")
+    return args, extra
+
+
+def fairseq_config(args):
+    """fairseq's configuration of the parsed options. hydra, which fairseq 0.12 calls to build
+    it, warns about its own deprecated APIs; nothing a user of these commands can change."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return convert_namespace_to_omegaconf(args)
+
+
+def quiet_logging() -> None:
+    """Output goes to stdout; fairseq's progress lines would only get in the way on stderr."""
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def load_hub(args) -> SentenceVAEHubInterface:
+    quiet_logging()
+    cfg = fairseq_config(args)
+    if cfg.common.seed is not None:
+        utils.set_torch_seed(cfg.common.seed)  # for --sampling
+    return SentenceVAEHubInterface.from_command_line(cfg)
