@@ -6,7 +6,13 @@ checkpoints with torch's weights-only protection on (see :mod:`fairseq_svae.chec
 prints the plugin's errors for users without a traceback (see :mod:`fairseq_svae.errors`).
 """
 
-from fairseq_svae import checkpoint_io, errors
+import logging
+
+# fairseq's text-to-speech task logs at import that tensorboardX is missing; nothing here uses it,
+# so the plugin's own commands (which import fairseq through this package) leave the line out.
+logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
+
+from fairseq_svae import checkpoint_io, errors  # noqa: E402
 
 checkpoint_io.install()
 errors.install_error_reporting()

@@ -8,10 +8,13 @@
 
 Every method takes raw text and applies the tokenizer and BPE the model was trained with (a
 ``--bpe sentencepiece`` checkpoint carries them in its configuration), and the text-returning
-methods return lists of plain strings. Decoding is greedy unless fairseq generation options
-are passed (``beam=5``, ``sampling=True, sampling_topk=10``, ``temperature=0.7``, ...); batches
-hold ``svae.batch_size`` sentences or codes (256). Drawn codes are seeded per sample: ``sample(n,
-seed=s)`` returns what ``fairseq-generate --sample-from-prior --prior-samples n --seed s`` prints.
+methods return lists of plain strings. Each use decodes with its defaults (codes of sentences:
+greedy with 3-gram blocking; the prior: nucleus sampling; never ``<unk>``; see
+:mod:`fairseq_svae.generation.decoding_defaults`) unless fairseq generation options are passed
+(``beam=5``, ``sampling=True, sampling_topk=10``, ``temperature=0.7``, ``unkpen=0``, ...); batches
+hold ``svae.batch_size`` sentences or codes (256). Drawn codes are seeded per sample:
+``prior_latents(n, seed=s)[i]`` is the code of ``fairseq-generate --sample-from-prior --seed s``'s
+sample i.
 """
 
 import ast
@@ -24,6 +27,7 @@ import torch
 import torch.nn as nn
 from fairseq import checkpoint_utils, file_utils, tasks, utils
 from fairseq.data import encoders
+from fairseq.dataclass.configs import GenerationConfig
 from omegaconf import open_dict
 from torch import Tensor
 
@@ -35,6 +39,7 @@ from fairseq_svae.errors import (
     nth_sentence,
 )
 from fairseq_svae.generation import latent_batch
+from fairseq_svae.generation.decoding_defaults import DECODE_CODE, SAMPLE_PRIOR, with_defaults
 from fairseq_svae.generation.imputation import impute_suffixes
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
 from fairseq_svae.generation.latent_space import attribute_vector, interpolation_path, shift
@@ -86,6 +91,8 @@ class SentenceVAEHubInterface(nn.Module):
         self.tokenizer = encoders.build_tokenizer(cfg.tokenizer)
         self.bpe = encoders.build_bpe(cfg.bpe)
         self.batch_size = DEFAULT_BATCH_SIZE
+        # Generation options whose value the user chose when loading (never replaced by defaults).
+        self.pinned_generation = frozenset()
         # Follows .cuda() / .to(), like fairseq's GeneratorHubInterface.
         self.register_buffer("_float_tensor", torch.tensor([0], dtype=torch.float))
 
@@ -119,13 +126,17 @@ class SentenceVAEHubInterface(nn.Module):
         shipped_sentencepiece = os.path.join(model_path, SENTENCEPIECE_MODEL_FILE)
         if os.path.isfile(shipped_sentencepiece):
             overrides.setdefault("sentencepiece_model", shipped_sentencepiece)
-        overrides.setdefault("beam", 1)  # greedy, as in Bowman et al.'s decoded examples
+        # Generation options given here are the user's choice for every call (see decoding_defaults).
+        pinned = {name for name in overrides if name in GenerationConfig.__dataclass_fields__}
+        overrides.setdefault("beam", 1)  # fairseq's default is 5; one beam unless asked for more
 
         state = load_sentence_vae_state(checkpoint, overrides)
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
             [checkpoint], arg_overrides=overrides, state=state
         )
-        return cls(cfg, task, models)
+        hub = cls(cfg, task, models)
+        hub.pinned_generation = frozenset(pinned)
+        return hub
 
     @classmethod
     def from_command_line(cls, cfg) -> "SentenceVAEHubInterface":
@@ -145,6 +156,8 @@ class SentenceVAEHubInterface(nn.Module):
                 if cfg[component] is None and saved_cfg.get(component) is not None:
                     cfg[component] = saved_cfg[component]
         hub = cls(cfg, task, models)
+        # The command line's options (its parser's defaults included) are the decoding.
+        hub.pinned_generation = frozenset(GenerationConfig.__dataclass_fields__)
         if torch.cuda.is_available() and not cfg.common.cpu:
             hub.cuda()
         return hub
@@ -294,7 +307,7 @@ class SentenceVAEHubInterface(nn.Module):
         ``progress(n)`` is called after each batch of n rows."""
         if latents.dim() != 2 or latents.size(1) != self.latent_dim:
             raise OptionError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
-        generator = self.build_generator(**generation)
+        generator = self.build_generator(**self.decoding(DECODE_CODE, generation))
         decoded = []
         for start in range(0, latents.size(0), self.batch_size):
             chunk = latents[start : start + self.batch_size].to(self.device).float()
@@ -327,9 +340,18 @@ class SentenceVAEHubInterface(nn.Module):
                              device=self.device)
 
     def sample(self, n: int, seed: Optional[int] = None, **generation) -> List[str]:
-        """``n`` sentences decoded from the prior (the same as ``fairseq-generate
-        --sample-from-prior --prior-samples n --seed seed`` with the same search)."""
-        return self.decode_latents(self.prior_latents(n, seed), **generation)
+        """``n`` sentences decoded from the prior, by default with nucleus sampling (see
+        :mod:`~fairseq_svae.generation.decoding_defaults`). ``seed`` fixes the codes (sample i is
+        fairseq-generate's sample i) and the sampled words; torch's own generator is left as it was."""
+        seed = _random_seed() if seed is None else seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.decode_latents(self.prior_latents(n, seed), **self.decoding(SAMPLE_PRIOR, generation))
+
+    def decoding(self, defaults: Dict, generation: Dict) -> Dict:
+        """The generation options of a call: ``generation`` over ``defaults``, as
+        :func:`~fairseq_svae.generation.decoding_defaults.with_defaults` combines them."""
+        return with_defaults(defaults, generation, self.pinned_generation)
 
     def posterior_samples(self, sentence: str, n: int = 5, seed: Optional[int] = None,
                           **generation) -> List[str]:
@@ -357,7 +379,7 @@ class SentenceVAEHubInterface(nn.Module):
         token_lists = self.sentences_to_tokens(beginnings)
         prefixes = [tokens[:-1] for tokens in token_lists]  # without </s>: the sentence goes on
         completed = impute_suffixes(self, prefixes, iterations, _random_seed() if seed is None else seed,
-                                    **generation)
+                                    **self.decoding(DECODE_CODE, generation))
         return [self.tokens_to_text(tokens) for tokens in completed]
 
     def attribute_vector(self, sentences_with: Sentences, sentences_without: Sentences) -> Tensor:

@@ -48,16 +48,21 @@ def choose_sentences(count: int, available: int, seed: int) -> List[int]:
 class SampleReport:
     """Decodes what a user would look at and measures it; see :func:`make_report`."""
 
-    def __init__(self, hub, dataset, settings: ReportSettings, critic=None, generation: Optional[Dict] = None,
+    def __init__(self, hub, dataset, settings: ReportSettings, critic=None, decoding: Optional[Dict] = None,
                  progress: Progress = None):
+        """``decoding``: generation options for the codes of the prior (``"prior"``) and for the
+        codes of sentences (``"codes"``: reconstructions, homotopies, imputation)."""
         self.hub = hub
         self.dataset = dataset
         self.settings = settings
         self.critic = critic
-        self.generation = dict(generation or {})
+        decoding = decoding or {}
+        self.prior_generation = dict(decoding.get("prior", {}))
+        self.code_generation = dict(decoding.get("codes", {}))
         self.progress = progress
         self.dictionary = hub.dictionary
-        self.cap = hub.max_output_tokens(**self.generation)
+        self.prior_cap = hub.max_output_tokens(**self.prior_generation)
+        self.cap = hub.max_output_tokens(**self.code_generation)
 
     # -- text ----------------------------------------------------------------------------------
     def text(self, tokens: torch.Tensor) -> str:
@@ -92,8 +97,9 @@ class SampleReport:
         return math.exp(total_nll / total_tokens)
 
     # -- what is decoded -------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> List[torch.Tensor]:
-        return self.hub.decode_latents_to_tokens(latents, progress=self.progress, **self.generation)
+    def decode(self, latents: torch.Tensor, generation: Optional[Dict] = None) -> List[torch.Tensor]:
+        generation = self.code_generation if generation is None else generation
+        return self.hub.decode_latents_to_tokens(latents, progress=self.progress, **generation)
 
     def posterior_means(self, indices: List[int]) -> torch.Tensor:
         return self.hub.encode_tokens([self.dataset[i]["source"] for i in indices])[0]
@@ -104,7 +110,11 @@ class SampleReport:
         reference_ids = choose_sentences(settings.prior_samples, sentence_count, settings.seed)
         references = [self.dataset[i]["source"] for i in reference_ids]
 
-        prior = self.decode(self.hub.prior_latents(settings.prior_samples, seed=settings.seed))
+        # Sampled words are seeded too (and torch's own generator left as it was).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            prior = self.decode(self.hub.prior_latents(settings.prior_samples, seed=settings.seed),
+                                self.prior_generation)
 
         reconstruction_ids = reference_ids[: settings.reconstructions]
         if len(reconstruction_ids) < settings.reconstructions:
@@ -127,10 +137,11 @@ class SampleReport:
             paths.append(steps)
 
         report = {
-            "settings": dict(asdict(settings), generation=self.generation, length_cap_tokens=self.cap,
-                             split_sentences=sentence_count),
+            "settings": dict(asdict(settings), prior_decoding=self.prior_generation,
+                             code_decoding=self.code_generation, length_cap_tokens=self.cap,
+                             prior_length_cap_tokens=self.prior_cap, split_sentences=sentence_count),
             "reference": self.statistics(references),
-            "prior_samples": self.statistics(prior, self.cap),
+            "prior_samples": self.statistics(prior, self.prior_cap),
             "reconstructions": dict(
                 self.statistics(reconstructed, self.cap),
                 bleu=sacrebleu.corpus_bleu(hypotheses, [targets]).score,
@@ -174,14 +185,15 @@ class SampleReport:
             prefixes.append(words[:-missing])
             truths.append(words)
         completed = {"vae": impute_suffixes(self.hub, prefixes, settings.imputation_iterations, settings.seed,
-                                            **self.generation)}
+                                            **self.code_generation)}
         if self.progress is not None:
             self.progress(len(chosen))
         if self.critic is not None:
             completed["language_model"] = language_model_completions(
                 self.critic.model, self.dictionary, prefixes,
-                max_len_b=int(self.generation.get("max_len_b") or 200),
-                no_repeat_ngram_size=int(self.generation.get("no_repeat_ngram_size") or 0),
+                max_len_b=int(self.code_generation.get("max_len_b") or 200),
+                no_repeat_ngram_size=int(self.code_generation.get("no_repeat_ngram_size") or 0),
+                unk_penalty=float(self.code_generation.get("unkpen") or 0.0),
             )
         figures = {"sentences": len(chosen), "missing_fraction": settings.missing_fraction,
                    "iterations": settings.imputation_iterations}

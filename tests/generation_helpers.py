@@ -4,7 +4,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from fairseq_svae.generation.decoding_defaults import DECODE_CODE
+
 from conftest import PLUGIN_DIR, run_command
+
+# fairseq-generate's flags for the hub's default decoding of a code (greedy, 3-gram blocking, no <unk>).
+DECODE_CODE_FLAGS = [token for name, value in DECODE_CODE.items()
+                     for token in (f"--{name.replace('_', '-')}", str(value))]
 
 
 @dataclass

@@ -63,7 +63,8 @@ def test_hub_applies_the_checkpoint_sentencepiece_model_to_raw_text(subword_run,
             assert hub.tokens_to_text(tokens) == line  # raw text round trip
 
     reconstructed = parse_generate_output((work / "reconstruct-test.txt").read_text(encoding="utf-8"))
-    hub_output = hub.reconstruct(test_lines[:20], beam=5)
+    # run.sh decodes with fairseq-generate's plain beam search: the hub's defaults switched off.
+    hub_output = hub.reconstruct(test_lines[:20], beam=5, no_repeat_ngram_size=0, unkpen=0)
     assert hub_output == [reconstructed.hypotheses[i] for i in range(20)]
     assert not any(PIECE in text for text in hub_output + hub.sample(5, seed=1))
 
@@ -72,7 +73,8 @@ def test_svae_interpolate_reads_raw_text_through_the_checkpoint_sentencepiece_mo
     work, _ = subword_run
     first, second = read_lines(brown_slice / "test.txt")[:2]
     result = run_command("svae-interpolate", work / "data-bin", "--path", work / "checkpoints" / "checkpoint_best.pt",
-                         "--cpu", "--beam", "5", "--steps", "3", first, second)
+                         "--cpu", "--beam", "5", "--no-repeat-ngram-size", "0", "--unkpen", "0", "--steps", "3",
+                         first, second)
     lines = result.stdout.splitlines()
     reconstructed = parse_generate_output((work / "reconstruct-test.txt").read_text(encoding="utf-8"))
     # No --bpe on the command line: the pieces come from the checkpoint's --bpe sentencepiece.

@@ -11,7 +11,7 @@ from fairseq_svae import SentenceVAEModel
 from fairseq_svae.errors import OptionError, SentenceInputError
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
-from generation_helpers import generate, read_lines
+from generation_helpers import DECODE_CODE_FLAGS, generate, read_lines
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,12 +51,14 @@ def test_encode_returns_each_sentence_posterior_whatever_the_batch(latent_hub, s
     assert means.std(0).min() > 0.05  # the posterior means differ between sentences
 
 
-def test_sample_gives_fairseq_generate_prior_samples(latent_hub, short_sentences_bin, latent_model):
+def test_prior_codes_are_fairseq_generates_and_samples_are_seeded(latent_hub, short_sentences_bin, latent_model):
     printed = generate(short_sentences_bin, latent_model, "--sample-from-prior", "--prior-samples", "25",
-                       "--beam", "1", "--seed", "7")
+                       *DECODE_CODE_FLAGS, "--seed", "7")
+    codes = latent_hub.prior_latents(25, seed=7)
+    assert latent_hub.decode_latents(codes) == printed.in_order()
+    assert torch.equal(latent_hub.prior_latents(5, seed=7), codes[:5])
     samples = latent_hub.sample(25, seed=7)
-    assert samples == printed.in_order()
-    assert latent_hub.sample(5, seed=7) == samples[:5]
+    assert latent_hub.sample(25, seed=7) == samples
     assert latent_hub.sample(25, seed=8) != samples
     torch.manual_seed(0)
     unseeded = latent_hub.sample(10)

@@ -6,9 +6,10 @@
 
 decodes ``--prior-samples`` sentences from the prior, the reconstructions of
 ``--reconstructions`` sentences of the split (from their posterior means) and ``--homotopies``
-paths of ``--homotopy-steps`` sentences between two sentences of the split, with fairseq's
-generation options (``--beam``, ``--sampling``, ``--sampling-topp``, ``--no-repeat-ngram-size``,
-``--max-len-b``, ``--unkpen``, ...). For each set, and for as many real sentences of the split
+paths of ``--homotopy-steps`` sentences between two sentences of the split, each as the hub
+decodes it for that use (fairseq_svae/generation/decoding_defaults.py), with the fairseq
+generation options the command line names (``--beam``, ``--sampling``, ``--sampling-topp``,
+``--no-repeat-ngram-size``, ``--max-len-b``, ``--unkpen``, ...) on top, for every set. For each set, and for as many real sentences of the split
 as the reference, it prints the mean length and its spread, the share that hit the length cap,
 the share with a repeated 3-gram, the share of ``<unk>`` tokens, distinct-1/-2, self-BLEU
 (sacreBLEU of each sentence against the others) and, with ``--critic-path`` (a fairseq language
@@ -25,7 +26,13 @@ import sys
 from fairseq import options, utils
 
 import fairseq_svae  # noqa: F401  (registers the task before fairseq builds its parser)
-from fairseq_svae.cli.sentence_commands import fairseq_config, quiet_logging
+from fairseq_svae.cli.sentence_commands import (
+    fairseq_config,
+    generation_parser,
+    given_generation_options,
+    quiet_logging,
+)
+from fairseq_svae.generation.decoding_defaults import DECODE_CODE, SAMPLE_PRIOR
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError, exit_on_user_error
 from fairseq_svae.evaluation.inputs import LANGUAGE_MODEL, load_model, load_split
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
@@ -33,15 +40,10 @@ from fairseq_svae.sample_report import ReportSettings, SampleReport, report_tabl
 from fairseq_svae.sentence_scorer import LanguageModelScorer
 
 PROG = "svae-report"
-# Generation options a user can pass; they are what the report measures, so they go in it.
-GENERATION_OPTIONS = ("beam", "sampling", "sampling_topk", "sampling_topp", "temperature", "max_len_a",
-                      "max_len_b", "min_len", "unkpen", "no_repeat_ngram_size", "lenpen")
 
 
 def build_parser():
-    parser = options.get_generation_parser(default_task="sentence_vae")
-    parser.prog = PROG
-    parser.description = __doc__.split("\n\n")[0]
+    parser = generation_parser(PROG, __doc__.split("\n\n")[0])
     defaults = ReportSettings()
     group = parser.add_argument_group("Report")
     # fmt: off
@@ -69,7 +71,6 @@ def build_parser():
                        help="compare each sentence with R others for self-BLEU (0: all others)")
     group.add_argument("--json", default=None, metavar="FILE", help="also write the report to FILE")
     # fmt: on
-    parser.set_defaults(beam=1)
     return parser
 
 
@@ -100,7 +101,8 @@ def load_critic(path: str, data_dir: str, data_task):
 
 
 def main(argv=None) -> dict:
-    args = options.parse_args_and_arch(build_parser(), argv)
+    parser = build_parser()
+    args = options.parse_args_and_arch(parser, argv)
     quiet_logging()
     check_options(args)
     cfg = fairseq_config(args)
@@ -116,13 +118,16 @@ def main(argv=None) -> dict:
         self_bleu_references=args.self_bleu_references, imputations=args.imputations,
         missing_fraction=args.missing_fraction, imputation_iterations=args.imputation_iterations,
     )
-    generation = {name: getattr(cfg.generation, name) for name in GENERATION_OPTIONS}
+    # Each set is decoded as the hub decodes it for that use, with what the command line names on top.
+    given = given_generation_options(parser, args, argv)
+    hub.pinned_generation = frozenset()
+    decoding = {"prior": hub.decoding(SAMPLE_PRIOR, given), "codes": hub.decoding(DECODE_CODE, given)}
 
     from tqdm import tqdm
 
     with tqdm(total=work_units(settings, critic is not None), disable=args.no_progress_bar, desc=PROG,
               unit="sent", dynamic_ncols=True, file=sys.stderr) as bar:
-        report = SampleReport(hub, dataset, settings, critic, generation, progress=bar.update).make()
+        report = SampleReport(hub, dataset, settings, critic, decoding, progress=bar.update).make()
     report["checkpoint"], report["critic"] = args.path, args.critic_path
     report["data"], report["split"] = args.data, args.gen_subset
 

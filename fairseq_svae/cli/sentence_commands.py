@@ -8,17 +8,33 @@ import warnings
 from typing import List, Optional, Tuple
 
 from fairseq import options, utils
+from fairseq.dataclass.configs import GenerationConfig
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from fairseq_svae.generation.decoding_defaults import DECODE_CODE
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
+
+GENERATION_FIELDS = frozenset(GenerationConfig.__dataclass_fields__)
 
 
 def generation_parser(prog: str, description: str):
     parser = options.get_generation_parser(default_task="sentence_vae")
     parser.prog = prog
     parser.description = description
-    parser.set_defaults(beam=1)  # greedy unless --beam says otherwise, as Bowman et al. decoded
+    # How a code's sentence is decoded unless the command line says otherwise (decoding_defaults).
+    parser.set_defaults(**DECODE_CODE)
     return parser
+
+
+def given_generation_options(parser, args, argv=None) -> dict:
+    """The generation options the command line names explicitly, with their parsed values."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = {}
+    for action in parser._actions:
+        if action.dest in GENERATION_FIELDS and any(
+                token == flag or token.startswith(flag + "=") for flag in action.option_strings for token in argv):
+            given[action.dest] = getattr(args, action.dest)
+    return given
 
 
 def parse_with_sentences(parser, argv=None, count: Optional[int] = None) -> Tuple[object, List[str]]:

@@ -66,7 +66,7 @@ def impute_suffixes(hub, prefixes: List[Tensor], iterations: int = 10, seed: int
 @torch.no_grad()
 def language_model_completions(model, dictionary, prefixes: List[Tensor], beam: int = 5,
                                max_len_b: int = 200, batch_size: int = 64,
-                               no_repeat_ngram_size: int = 0) -> List[Tensor]:
+                               no_repeat_ngram_size: int = 0, unk_penalty: float = 0.0) -> List[Tensor]:
     """A fairseq language model's beam-search continuation of each prefix (full sentences as ids).
 
     The model reads ``</s>`` first, as it did in training with ``--sample-break-mode eos``.
@@ -74,7 +74,7 @@ def language_model_completions(model, dictionary, prefixes: List[Tensor], beam: 
     from fairseq_svae.generation.ngram_blocking import PrefixNGramRepeatBlock
 
     generator = SequenceGenerator([model], dictionary, beam_size=beam, max_len_b=max_len_b,
-                                  no_repeat_ngram_size=no_repeat_ngram_size)
+                                  no_repeat_ngram_size=no_repeat_ngram_size, unk_penalty=unk_penalty)
     if generator.repeat_ngram_blocker is not None:
         generator.repeat_ngram_blocker = PrefixNGramRepeatBlock(no_repeat_ngram_size)
     device = next(model.parameters()).device
