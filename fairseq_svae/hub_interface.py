@@ -286,6 +286,10 @@ class SentenceVAEHubInterface(nn.Module):
     def build_generator(self, **generation):
         """fairseq's generator over this model, with fairseq-generate options as keywords."""
         gen_cfg = copy.deepcopy(self.cfg.generation)
+        extra = {}
+        if "shared_sampling_noise" in generation:  # the task's option, handed to our generator
+            generation = dict(generation)
+            extra["shared_sampling_noise"] = bool(generation.pop("shared_sampling_noise"))
         with open_dict(gen_cfg):
             for name, value in generation.items():
                 if name not in gen_cfg:
@@ -295,7 +299,7 @@ class SentenceVAEHubInterface(nn.Module):
                         f"temperature=0.7, max_len_b=50"
                     )
                 setattr(gen_cfg, name, value)
-        return self.task.build_generator(self.models, gen_cfg)
+        return self.task.build_generator(self.models, gen_cfg, extra_gen_cls_kwargs=extra)
 
     def decode_latents(self, latents: Tensor, **generation) -> List[str]:
         """One sentence per row of ``latents`` (``n x latent_dim``), decoded in batches."""

@@ -5,8 +5,11 @@ import torch
 from fairseq.data import Dictionary
 from fairseq.search import Sampling
 
+from fairseq_svae import SentenceVAEModel
 from fairseq_svae.generation import LatentSequenceGenerator
 from fairseq_svae.generation.sampling_search import InverseCdfSampling, draw_categorical
+
+from generation_helpers import generate
 
 
 def test_draws_follow_the_weights_and_never_pick_a_zero_weight():
@@ -117,3 +120,43 @@ def test_top_p_set_equals_fairseqs(topp, candidates):
         assert probs.shape == reference_probs.shape
         assert torch.allclose(probs, reference_probs)
         assert torch.equal(words.masked_fill(probs == 0, -1), reference_words.masked_fill(reference_probs == 0, -1))
+
+
+def test_shared_noise_draws_the_same_word_for_the_same_distribution():
+    from fairseq_svae.generation.sampling_search import shared_uniforms
+
+    assert torch.equal(shared_uniforms(1, 3, 2), shared_uniforms(1, 3, 2))
+    assert not torch.equal(shared_uniforms(1, 3, 2), shared_uniforms(1, 4, 2))
+    assert not torch.equal(shared_uniforms(1, 3, 2), shared_uniforms(2, 3, 2))
+    weights = torch.rand(1, 50).expand(6, 50).contiguous()
+    torch.manual_seed(0)
+    independent = draw_categorical(weights, draws=1)
+    shared = draw_categorical(weights, draws=1, uniforms=shared_uniforms(1, 0, 1))
+    assert shared.unique().numel() == 1  # one number for every row: one word for one distribution
+    # The draw is inverse-CDF sampling at that number.
+    u = float(shared_uniforms(1, 0, 1)[0])
+    cdf = weights[0].double().cumsum(0)
+    assert int(shared[0, 0]) == int((cdf <= u * cdf[-1]).sum())
+    assert independent.shape == shared.shape
+
+
+def test_shared_noise_makes_a_code_decode_to_one_sentence_in_any_batch(latent_hub, short_sentences_bin,
+                                                                       latent_model):
+    options = dict(sampling=True, sampling_topp=0.9, shared_sampling_noise=True)
+    codes = latent_hub.prior_latents(20, seed=4)
+    together = latent_hub.decode_latents(codes, **options)
+    assert [latent_hub.decode_latents(codes[i:i + 1], **options)[0] for i in (0, 7, 19)] == [
+        together[0], together[7], together[19]]
+    assert latent_hub.decode_latents(codes.flip(0), **options) == together[::-1]
+    # fairseq-generate with the same options and seed decodes the same codes to the same sentences.
+    printed = generate(short_sentences_bin, latent_model, "--sample-from-prior", "--prior-samples", "20",
+                       "--seed", "4", "--beam", "1", "--sampling", "--sampling-topp", "0.9",
+                       "--shared-sampling-noise", "--no-repeat-ngram-size", "3", "--unkpen", "1000",
+                       "--batch-size", "6")
+    seeded = SentenceVAEModel.from_pretrained(latent_model.parent, checkpoint_file=latent_model.name,
+                                              data_name_or_path=str(short_sentences_bin), seed=4)
+    assert printed.in_order() == seeded.decode_latents(codes, **options)
+    # A path's endpoints are the two reconstructions, whatever else is in the batch.
+    sentences = ["the jury said it did not know .", "it was my turn ."]
+    path = latent_hub.interpolate(*sentences, steps=5, **options)
+    assert [path[0], path[-1]] == latent_hub.reconstruct(sentences, **options)

@@ -11,19 +11,27 @@ from fairseq import options, utils
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from fairseq_svae.generation.decoding_defaults import DECODE_CODE
+from fairseq_svae.generation.decoding_defaults import DECODE_CODE, with_defaults
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
-GENERATION_FIELDS = frozenset(GenerationConfig.__dataclass_fields__)
+# fairseq's generation options and the task's one that belongs with them.
+GENERATION_FIELDS = frozenset(GenerationConfig.__dataclass_fields__) | {"shared_sampling_noise"}
 
 
 def generation_parser(prog: str, description: str):
     parser = options.get_generation_parser(default_task="sentence_vae")
     parser.prog = prog
     parser.description = description
-    # How a code's sentence is decoded unless the command line says otherwise (decoding_defaults).
-    parser.set_defaults(**DECODE_CODE)
+    parser.set_defaults(beam=1)  # fairseq's default is 5; one beam unless asked for more
     return parser
+
+
+def apply_decoding_defaults(parser, args, argv=None, defaults=DECODE_CODE) -> None:
+    """Decode as the hub decodes a code (decoding_defaults) where the command line is silent; a
+    search named on the command line replaces the default search as a whole."""
+    given = given_generation_options(parser, args, argv)
+    for name, value in with_defaults(defaults, given).items():
+        setattr(args, name, value)
 
 
 def given_generation_options(parser, args, argv=None) -> dict:
@@ -49,6 +57,7 @@ def parse_with_sentences(parser, argv=None, count: Optional[int] = None) -> Tupl
         parser.error(f"expected {count} sentences after the options, got {len(extra)}: {extra}")
     if count is None and not extra:
         parser.error("expected at least one sentence after the options")
+    apply_decoding_defaults(parser, args, argv)
     return args, extra
 
 

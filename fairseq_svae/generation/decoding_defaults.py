@@ -27,7 +27,8 @@ NO_UNK = 1000.0
 DECODE_CODE = {"beam": 1, "no_repeat_ngram_size": 3, "unkpen": NO_UNK}
 SAMPLE_PRIOR = {"beam": 1, "sampling": True, "sampling_topp": 0.9, "no_repeat_ngram_size": 3, "unkpen": NO_UNK}
 
-SEARCH_OPTIONS = frozenset({"beam", "sampling", "sampling_topk", "sampling_topp", "temperature"})
+SEARCH_OPTIONS = frozenset({"beam", "sampling", "sampling_topk", "sampling_topp", "temperature",
+                            "shared_sampling_noise"})
 
 
 def with_defaults(defaults: Dict, given: Dict, pinned: Iterable[str] = ()) -> Dict:

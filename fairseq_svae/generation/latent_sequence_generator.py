@@ -60,7 +60,8 @@ class LatentSequenceGenerator(SequenceGenerator):
     not depend on batching or on the search.
     """
 
-    def __init__(self, models, tgt_dict, latent_source: str = FROM_POSTERIOR_MEAN, seed: int = 1, **kwargs):
+    def __init__(self, models, tgt_dict, latent_source: str = FROM_POSTERIOR_MEAN, seed: int = 1,
+                 shared_sampling_noise: bool = False, **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
         if latent_source not in LATENT_SOURCES:
             raise OptionError(f"the latent source must be one of {', '.join(LATENT_SOURCES)}, got {latent_source!r}")
@@ -77,7 +78,8 @@ class LatentSequenceGenerator(SequenceGenerator):
             self.repeat_ngram_blocker = PrefixNGramRepeatBlock(self.repeat_ngram_blocker.no_repeat_ngram_size)
         if type(self.search) is Sampling:
             # Same distribution, one uniform draw per word instead of one per vocabulary entry.
-            self.search = InverseCdfSampling(tgt_dict, self.search.sampling_topk, self.search.sampling_topp)
+            self.search = InverseCdfSampling(tgt_dict, self.search.sampling_topk, self.search.sampling_topp,
+                                             shared_noise_seed=self.seed if shared_sampling_noise else None)
 
     def _generate(self, sample, prefix_tokens=None, constraints=None, bos_token=None):
         net_input = sample["net_input"]

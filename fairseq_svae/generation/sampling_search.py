@@ -12,25 +12,50 @@ of words without sorting the whole vocabulary at every step.
 
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from fairseq.search import Sampling
 from torch import Tensor
 
 
-def draw_categorical(weights: Tensor, draws: int = 1) -> Tensor:
+def draw_categorical(weights: Tensor, draws: int = 1, uniforms: Optional[Tensor] = None) -> Tensor:
     """``draws`` indices per row of ``weights`` (rows x n), each with probability proportional
     to its weight (non-negative, not necessarily normalized), independently, with replacement.
-    Uses torch's global generator, so fairseq's ``--seed`` makes the draws reproducible."""
+    Uses torch's global generator, so fairseq's ``--seed`` makes the draws reproducible, unless
+    ``uniforms`` (``draws`` numbers in [0, 1), shared by every row) are given."""
     # Float64 sums keep the cumulative distribution exact enough for every weight to count.
     cdf = weights.cumsum(dim=-1, dtype=torch.float64)
-    targets = torch.rand(cdf.size(0), draws, dtype=torch.float64, device=weights.device) * cdf[:, -1:]
+    if uniforms is None:
+        uniforms = torch.rand(cdf.size(0), draws, dtype=torch.float64, device=weights.device)
+    else:
+        uniforms = uniforms.to(device=weights.device, dtype=torch.float64).view(1, draws)
+    targets = uniforms * cdf[:, -1:]
     # The first index whose cumulative weight exceeds the target: a zero weight never qualifies.
     # A target that rounds up to the total (probability ~1e-16) would point past the end.
     return torch.searchsorted(cdf, targets, right=True).clamp_(max=weights.size(-1) - 1)
 
 
+def shared_uniforms(seed: int, step: int, draws: int) -> Tensor:
+    """The ``draws`` uniform numbers of decoding step ``step`` under ``seed``, the same for every
+    sentence (numpy's SeedSequence hashes the pair, as for the latent draws)."""
+    state = np.random.SeedSequence([int(seed), 104729, int(step)]).generate_state(1, np.uint64)[0]
+    return torch.rand(draws, dtype=torch.float64, generator=torch.Generator().manual_seed(int(state)))
+
+
 class InverseCdfSampling(Sampling):
-    """``search.Sampling`` with :func:`draw_categorical` as its draw."""
+    """``search.Sampling`` with :func:`draw_categorical` as its draw.
+
+    With ``shared_noise_seed``, every sentence draws its word at step t with the same uniform
+    number u_t (common random numbers): a code then always decodes to the same sentence, whatever
+    the batch it is in, and two nearby codes, whose next-word distributions differ a little, pick
+    the same words until the point where their distributions place u_t differently. That makes
+    sampled reconstructions reproducible and homotopies change gradually.
+    """
+
+    def __init__(self, tgt_dict, sampling_topk: int = -1, sampling_topp: float = -1.0,
+                 shared_noise_seed: Optional[int] = None):
+        super().__init__(tgt_dict, sampling_topk, sampling_topp)
+        self.shared_noise_seed = shared_noise_seed
 
     # --sampling-topp looks for its set among this many most likely words first; only the rows where
     # they hold less than p of the mass sort the whole vocabulary (fairseq sorts every row).
@@ -77,7 +102,9 @@ class InverseCdfSampling(Sampling):
             lprobs = lprobs[:, :1, :].contiguous()
         weights, words = self._weights_and_words(lprobs)
         rows = weights.view(-1, weights.size(-1))
-        choice = draw_categorical(rows, draws=beam_size if step == 0 else 1).view(bsz, beam_size, 1)
+        draws = beam_size if step == 0 else 1
+        uniforms = None if self.shared_noise_seed is None else shared_uniforms(self.shared_noise_seed, step, draws)
+        choice = draw_categorical(rows, draws=draws, uniforms=uniforms).view(bsz, beam_size, 1)
         if step == 0:
             weights = weights.expand(bsz, beam_size, -1)
             words = None if words is None else words.expand(bsz, beam_size, -1)

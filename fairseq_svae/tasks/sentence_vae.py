@@ -79,6 +79,12 @@ class SentenceVAETaskConfig(FairseqDataclass):
         metadata={"help": "fairseq-generate reconstruction: decode from the posterior mean "
                           "(deterministic) or from one z ~ q(z|x) per sentence (seeded by --seed)"},
     )
+    shared_sampling_noise: bool = field(
+        default=False,
+        metadata={"help": "with --sampling: every sentence draws its words with the same random "
+                          "numbers (seeded by --seed), so a code always decodes to the same sentence "
+                          "whatever the batch, and nearby codes to similar ones (homotopies)"},
+    )
     seed: int = II("common.seed")
 
 
@@ -185,7 +191,8 @@ class SentenceVAETask(FairseqTask):
         if getattr(args, "score_reference", False):
             return super().build_generator(models, args, **kwargs)
         latent_source = FROM_PRIOR if self.cfg.sample_from_prior else self.cfg.reconstruct_from
-        extra = dict(extra_gen_cls_kwargs or {}, latent_source=latent_source, seed=self.cfg.seed)
+        extra = dict({"shared_sampling_noise": self.cfg.shared_sampling_noise}, **(extra_gen_cls_kwargs or {}),
+                     latent_source=latent_source, seed=self.cfg.seed)
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls or LatentSequenceGenerator,
             extra_gen_cls_kwargs=extra, **kwargs,
