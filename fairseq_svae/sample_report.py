@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
-import sacrebleu
 import torch
 
 from fairseq_svae.generation.imputation import impute_suffixes, language_model_completions
 from fairseq_svae.generation.latent_space import interpolation_path
-from fairseq_svae.text_statistics import homotopy_statistics, set_statistics
+from fairseq_svae.text_statistics import bleu, homotopy_statistics, set_statistics
 
 Progress = Optional[Callable[[int], None]]
 
@@ -144,7 +143,7 @@ class SampleReport:
             "prior_samples": self.statistics(prior, self.prior_cap),
             "reconstructions": dict(
                 self.statistics(reconstructed, self.cap),
-                bleu=sacrebleu.corpus_bleu(hypotheses, [targets]).score,
+                bleu=bleu(hypotheses, [targets]),
                 exact_match=float(np.mean([h == t for h, t in zip(hypotheses, targets)])) if targets else math.nan,
             ),
         }
@@ -202,9 +201,8 @@ class SampleReport:
         for name, sentences in completed.items():
             ends = [self.text(tokens[p.numel():]) for p, tokens in zip(prefixes, sentences)]
             figures[name] = {
-                "sentence_bleu": sacrebleu.corpus_bleu([self.text(t) for t in sentences],
-                                                       [[row["truth"] for row in rows]]).score,
-                "missing_words_bleu": sacrebleu.corpus_bleu(ends, [true_ends]).score,
+                "sentence_bleu": bleu([self.text(t) for t in sentences], [[row["truth"] for row in rows]]),
+                "missing_words_bleu": bleu(ends, [true_ends]),
                 "missing_words_exact": float(np.mean([e == t for e, t in zip(ends, true_ends)])),
                 "completion_length": float(np.mean([len(e.split()) for e in ends])),
                 "repeated_3gram": set_statistics([self.text(t) for t in sentences], self.dictionary.unk_word)[

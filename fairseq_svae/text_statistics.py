@@ -44,6 +44,15 @@ def distinct_n(sentences: Sequence[Words], n: int) -> float:
     return len(set(ngrams)) / len(ngrams) if ngrams else math.nan
 
 
+def bleu(hypotheses: Sequence[str], reference_streams: Sequence[Sequence[str]]) -> float:
+    """sacreBLEU (its default 13a tokenization) of text that is already in the model's tokens:
+    these figures measure text as the dictionary sees it, so sacreBLEU's warning about
+    tokenized input is answered with ``force``; the score is the same."""
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(list(hypotheses), [list(stream) for stream in reference_streams], force=True).score
+
+
 def self_bleu(sentences: Sequence[str], max_references: int = 0, seed: int = 1) -> float:
     """sacreBLEU of each sentence against the other sentences of the set, over the whole set.
 
@@ -51,8 +60,6 @@ def self_bleu(sentences: Sequence[str], max_references: int = 0, seed: int = 1) 
     (seeded) instead of all of them: with N sentences the full figure extracts N x (N - 1)
     references.
     """
-    import sacrebleu
-
     count = len(sentences)
     if count < 2:
         return math.nan
@@ -61,7 +68,7 @@ def self_bleu(sentences: Sequence[str], max_references: int = 0, seed: int = 1) 
     # and non-zero, so no sentence is ever its own reference.
     offsets = list(range(1, count)) if others == count - 1 else random.Random(seed).sample(range(1, count), others)
     streams = [[sentences[(i + offset) % count] for i in range(count)] for offset in offsets]
-    return sacrebleu.corpus_bleu(list(sentences), streams).score
+    return bleu(sentences, streams)
 
 
 def word_edit_distance(first: Words, second: Words) -> int:

@@ -30,7 +30,8 @@ def test_no_iterations_is_the_continuation_under_the_beginnings_posterior_mean(l
     dictionary = latent_hub.dictionary
     prefixes = [tokens[:-1] for tokens in latent_hub.sentences_to_tokens(beginnings)]
     means, _ = latent_hub.encode(beginnings)
-    generator = latent_hub.build_generator()
+    # max_len_b bounds the completion; the beginning comes on top of it.
+    generator = latent_hub.build_generator(max_len_b=200 + max(p.numel() for p in prefixes))
     expected = complete_from_latents(latent_hub, generator, means, prefixes)
     got = impute_suffixes(latent_hub, prefixes, iterations=0)
     assert [t.tolist() for t in got] == [t.tolist() for t in expected]

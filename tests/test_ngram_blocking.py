@@ -126,3 +126,15 @@ def test_the_greedy_fast_path_blocks_exactly_like_fairseqs_search_with_the_fixed
         assert ours[0]["tokens"].tolist() == theirs[0]["tokens"].tolist()
         assert torch.allclose(ours[0]["positional_scores"], theirs[0]["positional_scores"], atol=1e-4)
         assert not repeated_ngram(ours[0]["tokens"].tolist(), 2)
+
+
+def test_a_forced_word_is_never_blocked():
+    # Only one word is possible (a forced prefix word, or </s> at the length limit): it stays,
+    # even where it repeats a trigram; rows with alternatives are blocked as usual.
+    prefix = torch.tensor([[2, 5, 6, 7, 5, 6], [2, 5, 6, 7, 5, 6]])
+    scores = torch.zeros(2, 10)
+    scores[0, :] = -math.inf
+    scores[0, 7] = -1.5
+    block_repeated_ngrams(prefix, scores, 3)
+    assert scores[0, 7] == -1.5 and torch.isinf(scores[0, :7]).all()
+    assert scores[1, 7] == -math.inf and torch.isfinite(scores[1, torch.arange(10) != 7]).all()

@@ -50,6 +50,10 @@ def impute_suffixes(hub, prefixes: List[Tensor], iterations: int = 10, seed: int
     if any(prefix.numel() == 0 for prefix in prefixes):
         raise OptionError("every sentence to complete needs at least one observed word")
     eos = hub.dictionary.eos()
+    # --max-len-b bounds the completion: the forced beginning comes on top of it.
+    generation = dict(generation)
+    generation["max_len_b"] = int(generation.get("max_len_b") or hub.cfg.generation.max_len_b) + max(
+        prefix.numel() for prefix in prefixes)
     generator = hub.build_generator(**generation)
     observed = [torch.cat([prefix, prefix.new_tensor([eos])]) for prefix in prefixes]
     means, _ = hub.encode_tokens(observed)
@@ -73,7 +77,9 @@ def language_model_completions(model, dictionary, prefixes: List[Tensor], beam: 
     """
     from fairseq_svae.generation.ngram_blocking import PrefixNGramRepeatBlock
 
-    generator = SequenceGenerator([model], dictionary, beam_size=beam, max_len_b=max_len_b,
+    # max_len_b bounds the completion: the forced beginning comes on top of it.
+    longest = max(prefix.numel() for prefix in prefixes)
+    generator = SequenceGenerator([model], dictionary, beam_size=beam, max_len_b=max_len_b + longest,
                                   no_repeat_ngram_size=no_repeat_ngram_size, unk_penalty=unk_penalty)
     if generator.repeat_ngram_blocker is not None:
         generator.repeat_ngram_blocker = PrefixNGramRepeatBlock(no_repeat_ngram_size)

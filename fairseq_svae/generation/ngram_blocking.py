@@ -26,13 +26,24 @@ def block_repeated_ngrams(prefix: Tensor, scores: Tensor, ngram_size: int) -> Te
     if ngram_size < 1 or length < ngram_size:
         return scores
     if ngram_size == 1:  # every word seen so far (after the leading </s>) is a repeated 1-gram
-        scores.scatter_(1, prefix[:, 1:], -math.inf)
+        row = torch.arange(rows, device=prefix.device).repeat_interleave(length - 1)
+        words = prefix[:, 1:].reshape(-1)
+    else:
+        windows = prefix.unfold(1, ngram_size - 1, 1)  # rows x (length - n + 2) x (n - 1)
+        current = windows[:, -1:, :]  # the n - 1 tokens the next word would extend
+        earlier_match = (windows[:, :-1, :] == current).all(dim=-1)  # rows x (length - n + 1)
+        row, start = earlier_match.nonzero(as_tuple=True)
+        words = prefix[row, start + ngram_size - 1]
+    if row.numel() == 0:
         return scores
-    windows = prefix.unfold(1, ngram_size - 1, 1)  # rows x (length - n + 2) x (n - 1)
-    current = windows[:, -1:, :]  # the n - 1 tokens the next word would extend
-    earlier_match = (windows[:, :-1, :] == current).all(dim=-1)  # rows x (length - n + 1)
-    row, start = earlier_match.nonzero(as_tuple=True)
-    scores[row, prefix[row, start + ngram_size - 1]] = -math.inf
+    saved = scores[row, words].clone()
+    scores[row, words] = -math.inf
+    # A row left with no word at all had only forced choices (a word of a forced prefix, the
+    # </s> at the length limit): blocking must not kill the hypothesis, so those stay.
+    dead = ~torch.isfinite(scores).any(dim=-1)
+    if bool(dead.any()):
+        restore = dead[row]
+        scores[row[restore], words[restore]] = saved[restore]
     return scores
 
 
