@@ -7,6 +7,7 @@ from fairseq.search import Sampling
 
 from fairseq_svae import SentenceVAEModel
 from fairseq_svae.generation import LatentSequenceGenerator
+from fairseq_svae.generation.decoding_defaults import NO_UNK
 from fairseq_svae.generation.sampling_search import InverseCdfSampling, draw_categorical
 
 from generation_helpers import generate
@@ -151,7 +152,7 @@ def test_shared_noise_makes_a_code_decode_to_one_sentence_in_any_batch(latent_hu
     # fairseq-generate with the same options and seed decodes the same codes to the same sentences.
     printed = generate(short_sentences_bin, latent_model, "--sample-from-prior", "--prior-samples", "20",
                        "--seed", "4", "--beam", "1", "--sampling", "--sampling-topp", "0.9",
-                       "--shared-sampling-noise", "--no-repeat-ngram-size", "3", "--unkpen", "1000",
+                       "--shared-sampling-noise", "--no-repeat-ngram-size", "3", "--unkpen", str(NO_UNK),
                        "--batch-size", "6")
     seeded = SentenceVAEModel.from_pretrained(latent_model.parent, checkpoint_file=latent_model.name,
                                               data_name_or_path=str(short_sentences_bin), seed=4)

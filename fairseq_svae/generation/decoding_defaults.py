@@ -10,8 +10,8 @@ examples/brown/pretrained/README.md), one choice per use:
 - Sentences of the prior (``sample``): ancestral sampling with nucleus (top-p) truncation and the
   same 3-gram blocking. Greedy search from the prior returns the decoder's most likely sentence
   for every code: a handful of generic sentences. Sampling matches the data's variety.
-- ``<unk>``: the decoder may not output it (``unkpen``, a penalty of that many nats on its
-  log-probability, i.e. never). A word-level model sees 5.9% <unk> in Brown's test split and
+- ``<unk>``: the decoder may not output it (``unkpen``, a penalty of 30 nats on its
+  log-probability: never in practice). A word-level model sees 5.9% <unk> in Brown's test split and
   learns to say it where any rare word fits; in text a person reads it is noise. With
   ``unkpen=0`` the model's own distribution comes back.
 
@@ -21,8 +21,9 @@ sampling_topp, temperature) chooses the search alone, with none of these search 
 
 from typing import Dict, Iterable
 
-# Penalty in nats on <unk>'s log-probability: e^-1000 is zero in any float.
-NO_UNK = 1000.0
+# Penalty in nats on <unk>'s log-probability: e^-30 (1e-13) makes it never chosen in practice,
+# while a <unk> forced by a given beginning (imputation) keeps a finite score in fp32.
+NO_UNK = 30.0
 
 DECODE_CODE = {"beam": 1, "no_repeat_ngram_size": 3, "unkpen": NO_UNK}
 SAMPLE_PRIOR = {"beam": 1, "sampling": True, "sampling_topp": 0.9, "no_repeat_ngram_size": 3, "unkpen": NO_UNK}

@@ -100,8 +100,17 @@ class InverseCdfSampling(Sampling):
             # Every beam of a sentence is still the same (empty) hypothesis: draw all the beams'
             # first words from the first one.
             lprobs = lprobs[:, :1, :].contiguous()
+        # Before the weights: plain sampling exponentiates lprobs in place, as fairseq's does.
+        best_lprob, best_word = lprobs.reshape(-1, lprobs.size(-1)).max(dim=-1)
         weights, words = self._weights_and_words(lprobs)
         rows = weights.view(-1, weights.size(-1))
+        # A row whose every candidate underflowed to probability 0 (a forced word of a given
+        # beginning that the model finds very unlikely) would draw a word of probability 0 and end
+        # its hypothesis at -inf: it takes its most likely candidate instead.
+        stuck = rows.sum(dim=-1) <= 0
+        if bool(stuck.any()):
+            rows[stuck] = 0.0
+            rows[stuck, best_word[stuck] if words is None else 0] = 1.0  # top-k/top-p lists come sorted
         draws = beam_size if step == 0 else 1
         uniforms = None if self.shared_noise_seed is None else shared_uniforms(self.shared_noise_seed, step, draws)
         choice = draw_categorical(rows, draws=draws, uniforms=uniforms).view(bsz, beam_size, 1)
@@ -109,6 +118,11 @@ class InverseCdfSampling(Sampling):
             weights = weights.expand(bsz, beam_size, -1)
             words = None if words is None else words.expand(bsz, beam_size, -1)
         step_scores = weights.gather(2, choice).log_().view(bsz, beam_size)
+        if bool(stuck.any()):
+            rows_per_sentence = 1 if step == 0 else beam_size
+            stuck_scores = best_lprob.view(bsz, rows_per_sentence).expand(bsz, beam_size)
+            stuck = stuck.view(bsz, rows_per_sentence).expand(bsz, beam_size)
+            step_scores = torch.where(stuck, stuck_scores, step_scores)
         tokens = choice.view(bsz, beam_size) if words is None else words.gather(2, choice).view(bsz, beam_size)
         if step == 0:
             beams = torch.zeros_like(tokens)  # all drawn from beam 0
