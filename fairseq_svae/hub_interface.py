@@ -129,6 +129,9 @@ class SentenceVAEHubInterface(nn.Module):
         # Generation options given here are the user's choice for every call (see decoding_defaults).
         pinned = {name for name in overrides if name in GenerationConfig.__dataclass_fields__}
         overrides.setdefault("beam", 1)  # fairseq's default is 5; one beam unless asked for more
+        # fairseq's default --seed rather than the training run's: the shared sampling noise of
+        # decoded codes is then the one svae-interpolate and fairseq-generate use by default.
+        overrides.setdefault("seed", 1)
 
         state = load_sentence_vae_state(checkpoint, overrides)
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(

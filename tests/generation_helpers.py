@@ -9,8 +9,19 @@ from fairseq_svae.generation.decoding_defaults import DECODE_CODE
 from conftest import PLUGIN_DIR, run_command
 
 # fairseq-generate's flags for the hub's default decoding of a code (greedy, 3-gram blocking, no <unk>).
-DECODE_CODE_FLAGS = [token for name, value in DECODE_CODE.items()
-                     for token in (f"--{name.replace('_', '-')}", str(value))]
+def command_line_flags(options):
+    """fairseq command-line flags for generation options (a True boolean is a bare flag)."""
+    flags = []
+    for name, value in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return flags
+
+
+DECODE_CODE_FLAGS = command_line_flags(DECODE_CODE)
 
 
 @dataclass

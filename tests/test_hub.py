@@ -11,9 +11,11 @@ from fairseq_svae import SentenceVAEModel
 from fairseq_svae.errors import OptionError, SentenceInputError
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
-from generation_helpers import DECODE_CODE_FLAGS, generate, read_lines
+from generation_helpers import generate, read_lines
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PLAIN_GREEDY = dict(beam=1, no_repeat_ngram_size=0, unkpen=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def test_from_pretrained_reads_raw_text_exactly_as_fairseq_preprocess_did(latent
 
 
 def test_reconstruct_gives_what_fairseq_generate_prints(latent_hub, sentences, greedy_reconstruction):
-    assert latent_hub.reconstruct(sentences) == greedy_reconstruction.in_order()
-    assert latent_hub.reconstruct(sentences[7]) == [greedy_reconstruction.hypotheses[7]]
+    # fairseq-generate --beam 1 is plain greedy search: the hub's defaults switched off.
+    assert latent_hub.reconstruct(sentences, **PLAIN_GREEDY) == greedy_reconstruction.in_order()
+    assert latent_hub.reconstruct(sentences[7], **PLAIN_GREEDY) == [greedy_reconstruction.hypotheses[7]]
     assert latent_hub.reconstruct(sentences[:4], beam=5) == [
         latent_hub.reconstruct(sentence, beam=5)[0] for sentence in sentences[:4]
     ]
@@ -53,9 +56,9 @@ def test_encode_returns_each_sentence_posterior_whatever_the_batch(latent_hub, s
 
 def test_prior_codes_are_fairseq_generates_and_samples_are_seeded(latent_hub, short_sentences_bin, latent_model):
     printed = generate(short_sentences_bin, latent_model, "--sample-from-prior", "--prior-samples", "25",
-                       *DECODE_CODE_FLAGS, "--seed", "7")
+                       "--beam", "1", "--seed", "7")
     codes = latent_hub.prior_latents(25, seed=7)
-    assert latent_hub.decode_latents(codes) == printed.in_order()
+    assert latent_hub.decode_latents(codes, **PLAIN_GREEDY) == printed.in_order()
     assert torch.equal(latent_hub.prior_latents(5, seed=7), codes[:5])
     samples = latent_hub.sample(25, seed=7)
     assert latent_hub.sample(25, seed=7) == samples
@@ -68,9 +71,9 @@ def test_prior_codes_are_fairseq_generates_and_samples_are_seeded(latent_hub, sh
 
 def test_posterior_samples_stay_near_their_sentence(latent_hub, sentences):
     chosen = sentences[:30]
-    neighbours = [latent_hub.posterior_samples(sentence, 3, seed=1) for sentence in chosen]
+    neighbours = [latent_hub.posterior_samples(sentence, 3, seed=1, beam=1) for sentence in chosen]
     assert all(len(group) == 3 for group in neighbours)
-    assert latent_hub.posterior_samples(chosen[0], 3, seed=1) == neighbours[0]
+    assert latent_hub.posterior_samples(chosen[0], 3, seed=1, beam=1) == neighbours[0]
     references = [sentence for sentence in chosen for _ in range(3)]
     near = sacrebleu.corpus_bleu([text for group in neighbours for text in group], [references]).score
     prior = sacrebleu.corpus_bleu(latent_hub.sample(len(references), seed=1), [references]).score
@@ -93,11 +96,12 @@ def test_attribute_vector_pushes_sentences_towards_the_attribute(latent_hub, sen
     assert torch.allclose(vector, expected, atol=1e-5)
 
     # Far from the training codes the decoder may ramble; 40 tokens are enough to see quotes.
-    reconstructions = latent_hub.reconstruct(plain, max_len_b=40)
-    assert latent_hub.shift(plain, vector, alpha=0.0, max_len_b=40) == reconstructions
+    # Greedy: the test is about the vector, not the decoding.
+    reconstructions = latent_hub.reconstruct(plain, max_len_b=40, beam=1)
+    assert latent_hub.shift(plain, vector, alpha=0.0, max_len_b=40, beam=1) == reconstructions
     quoting = lambda texts: sum("``" in text for text in texts) / len(texts)  # noqa: E731
     assert quoting(reconstructions) < 0.1
-    assert quoting(latent_hub.shift(plain, vector, alpha=2.0, max_len_b=40)) > 0.5
+    assert quoting(latent_hub.shift(plain, vector, alpha=2.0, max_len_b=40, beam=1)) > 0.5
 
 
 def test_unknown_words_read_as_unk_with_one_warning_per_call(latent_hub, caplog):

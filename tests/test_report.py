@@ -133,7 +133,9 @@ def test_imputation_figures_and_the_language_model_baseline(report):
         assert imputation[name]["missing_words_bleu"] == pytest.approx(sacrebleu.corpus_bleu(ends, [true_ends]).score)
         assert imputation[name]["missing_words_exact"] == pytest.approx(
             sum(e == t for e, t in zip(ends, true_ends)) / IMPUTATIONS)
-        assert all(len(end.split()) <= MAX_WORDS for end in ends)
+        # --max-len-b bounds what follows the longest beginning of the batch.
+        longest = max(len(row["beginning"].split()) for row in rows)
+        assert all(len(row["beginning"].split()) + len(row[name].split()) <= longest + MAX_WORDS for row in rows)
     assert imputation["true_completion_length"] == pytest.approx(
         sum(len(t.split()) for t in true_ends) / IMPUTATIONS)
     assert "imputation of the last 20% of words (through z)" in stdout

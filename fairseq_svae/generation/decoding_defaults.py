@@ -3,13 +3,19 @@
 Chosen from ``svae-report`` on the pretrained Brown model (figures in
 examples/brown/pretrained/README.md), one choice per use:
 
+- Sentences of the prior (``sample``): ancestral sampling with nucleus (top-p 0.9) truncation
+  and 3-gram blocking (``no_repeat_ngram_size=3``). Greedy search from the prior runs 87% of the
+  samples into loops to the length cap ("the <unk> of the <unk> of ..."); nucleus sampling gives
+  the data's length, variety (distinct-2 0.79 against the test sentences' 0.74) and a critic
+  perplexity near the data's (183 against 170).
 - Sentences of a given code (reconstructions, homotopies, attribute shifts, posterior samples,
-  imputation): greedy search, as Bowman et al. decoded, so that a code always gives the same
-  sentence and a path's endpoints are the two reconstructions; ``no_repeat_ngram_size=3`` stops
-  the loops a word-level decoder of a small corpus falls into ("the <unk> of the <unk> of ...").
-- Sentences of the prior (``sample``): ancestral sampling with nucleus (top-p) truncation and the
-  same 3-gram blocking. Greedy search from the prior returns the decoder's most likely sentence
-  for every code: a handful of generic sentences. Sampling matches the data's variety.
+  imputation): nucleus sampling at temperature 0.8 with *shared noise* (every sentence draws its
+  words with the same seeded random numbers), so that a code always decodes to the same
+  sentence, a path's endpoints are the two reconstructions, and what changes along a path comes
+  from the code. Greedy decoding of a code, as Bowman et al. decoded, gives the decoder's generic
+  sentence for nearly every code of a model whose code carries about 2 nats: 2.9 distinct
+  sentences on a 7-step homotopy against 7.0, and reconstructions that are all alike
+  (distinct-2 0.02 against 0.57).
 - ``<unk>``: the decoder may not output it (``unkpen``, a penalty of 30 nats on its
   log-probability: never in practice). A word-level model sees 5.9% <unk> in Brown's test split and
   learns to say it where any rare word fits; in text a person reads it is noise. With
@@ -25,7 +31,8 @@ from typing import Dict, Iterable
 # while a <unk> forced by a given beginning (imputation) keeps a finite score in fp32.
 NO_UNK = 30.0
 
-DECODE_CODE = {"beam": 1, "no_repeat_ngram_size": 3, "unkpen": NO_UNK}
+DECODE_CODE = {"beam": 1, "sampling": True, "sampling_topp": 0.9, "temperature": 0.8, "shared_sampling_noise": True,
+               "no_repeat_ngram_size": 3, "unkpen": NO_UNK}
 SAMPLE_PRIOR = {"beam": 1, "sampling": True, "sampling_topp": 0.9, "no_repeat_ngram_size": 3, "unkpen": NO_UNK}
 
 SEARCH_OPTIONS = frozenset({"beam", "sampling", "sampling_topk", "sampling_topp", "temperature",

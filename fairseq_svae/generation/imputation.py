@@ -50,7 +50,8 @@ def impute_suffixes(hub, prefixes: List[Tensor], iterations: int = 10, seed: int
     if any(prefix.numel() == 0 for prefix in prefixes):
         raise OptionError("every sentence to complete needs at least one observed word")
     eos = hub.dictionary.eos()
-    # --max-len-b bounds the completion: the forced beginning comes on top of it.
+    # --max-len-b bounds the completion of the longest beginning (fairseq's length limit is one
+    # for the whole batch): the forced words come on top of it.
     generation = dict(generation)
     generation["max_len_b"] = int(generation.get("max_len_b") or hub.cfg.generation.max_len_b) + max(
         prefix.numel() for prefix in prefixes)
@@ -77,7 +78,7 @@ def language_model_completions(model, dictionary, prefixes: List[Tensor], beam: 
     """
     from fairseq_svae.generation.ngram_blocking import PrefixNGramRepeatBlock
 
-    # max_len_b bounds the completion: the forced beginning comes on top of it.
+    # max_len_b bounds the completion of the longest beginning, as in impute_suffixes.
     longest = max(prefix.numel() for prefix in prefixes)
     generator = SequenceGenerator([model], dictionary, beam_size=beam, max_len_b=max_len_b + longest,
                                   no_repeat_ngram_size=no_repeat_ngram_size, unk_penalty=unk_penalty)
