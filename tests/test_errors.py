@@ -73,7 +73,7 @@ def test_the_plugin_commands_end_a_user_error_like_the_excepthook(monkeypatch):
     def main():
         try:
             raise KeyError("inner")
-        except KeyError as inner:
+        except KeyError:
             raise RuntimeError("a wrapper") from OptionError("--steps must be at least 2, got 1")
 
     with pytest.raises(SystemExit) as exited:

@@ -6,7 +6,6 @@ import json
 import pytest
 import sacrebleu
 import torch
-from fairseq.data import data_utils
 
 from fairseq_svae import SentenceVAEModel
 from fairseq_svae.evaluation.inputs import load_model, load_split

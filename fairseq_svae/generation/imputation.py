@@ -20,6 +20,7 @@ from torch import Tensor
 from fairseq_svae.errors import OptionError
 from fairseq_svae.generation.latent_draws import posterior_latents
 from fairseq_svae.generation.latent_sequence_generator import latent_batch
+from fairseq_svae.generation.ngram_blocking import replace_fairseqs_blocker
 
 
 def prefix_batch(prefixes: List[Tensor], pad: int) -> Tensor:
@@ -76,14 +77,11 @@ def language_model_completions(model, dictionary, prefixes: List[Tensor], beam: 
 
     The model reads ``</s>`` first, as it did in training with ``--sample-break-mode eos``.
     """
-    from fairseq_svae.generation.ngram_blocking import PrefixNGramRepeatBlock
-
     # max_len_b bounds the completion of the longest beginning, as in impute_suffixes.
     longest = max(prefix.numel() for prefix in prefixes)
     generator = SequenceGenerator([model], dictionary, beam_size=beam, max_len_b=max_len_b + longest,
                                   no_repeat_ngram_size=no_repeat_ngram_size, unk_penalty=unk_penalty)
-    if generator.repeat_ngram_blocker is not None:
-        generator.repeat_ngram_blocker = PrefixNGramRepeatBlock(no_repeat_ngram_size)
+    replace_fairseqs_blocker(generator)
     device = next(model.parameters()).device
     completions: List[Optional[Tensor]] = []
     for start in range(0, len(prefixes), batch_size):

@@ -18,7 +18,7 @@ from torch import Tensor
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
 from fairseq_svae.generation.greedy_search import greedy_search, supports_fast_greedy
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
-from fairseq_svae.generation.ngram_blocking import PrefixNGramRepeatBlock
+from fairseq_svae.generation.ngram_blocking import replace_fairseqs_blocker
 from fairseq_svae.generation.sampling_search import InverseCdfSampling
 from fairseq_svae.models.sentence_vae_encoder import LATENT
 
@@ -73,9 +73,7 @@ class LatentSequenceGenerator(SequenceGenerator):
             )
         self.latent_source = latent_source
         self.seed = 1 if seed is None else seed
-        if self.repeat_ngram_blocker is not None:
-            # fairseq's CPU fallback never blocks anything (see ngram_blocking).
-            self.repeat_ngram_blocker = PrefixNGramRepeatBlock(self.repeat_ngram_blocker.no_repeat_ngram_size)
+        replace_fairseqs_blocker(self)  # fairseq's CPU fallback never blocks anything
         if type(self.search) is Sampling:
             # Same distribution, one uniform draw per word instead of one per vocabulary entry.
             self.search = InverseCdfSampling(tgt_dict, self.search.sampling_topk, self.search.sampling_topp,

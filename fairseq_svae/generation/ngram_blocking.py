@@ -47,6 +47,12 @@ def block_repeated_ngrams(prefix: Tensor, scores: Tensor, ngram_size: int) -> Te
     return scores
 
 
+def replace_fairseqs_blocker(generator) -> None:
+    """Give a fairseq SequenceGenerator built with ``no_repeat_ngram_size`` a blocker that works."""
+    if generator.repeat_ngram_blocker is not None:
+        generator.repeat_ngram_blocker = PrefixNGramRepeatBlock(generator.repeat_ngram_blocker.no_repeat_ngram_size)
+
+
 class PrefixNGramRepeatBlock(nn.Module):
     """Drop-in for fairseq's ``NGramRepeatBlock`` (same call) that reads only the prefix."""
 
