@@ -20,7 +20,6 @@ after their last words were removed, through z and (given the critic) by the lan
 beam search. Seeded by ``--seed``; ``--json FILE`` writes it all.
 """
 
-import json
 import sys
 
 from fairseq import options, utils
@@ -35,6 +34,7 @@ from fairseq_svae.cli.sentence_commands import (
 from fairseq_svae.generation.decoding_defaults import DECODE_CODE, SAMPLE_PRIOR
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError, exit_on_user_error
 from fairseq_svae.evaluation.inputs import LANGUAGE_MODEL, load_model, load_split
+from fairseq_svae.evaluation.report import write_json
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 from fairseq_svae.sample_report import ReportSettings, SampleReport, report_table, work_units
 from fairseq_svae.sentence_scorer import LanguageModelScorer
@@ -144,9 +144,7 @@ def main(argv=None) -> dict:
             print(f"  {row['beginning']} | {row['truth'][len(row['beginning']):].strip()} | {row['vae']}"
                   f" | {row.get('language_model', '-')}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
+        write_json(args.json, report)
     return report
 
 

@@ -1,5 +1,6 @@
 """svae-eval's figures: per-sentence scores summed into the benchmark numbers, and their table."""
 
+import json
 import math
 
 import torch
@@ -70,3 +71,10 @@ def results_table(summary, label: str) -> str:
            cell("neg_elbo"), cell("rec_nll"), cell("kl"), cell("mi"), units]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(row) + " |"]
     return "\n".join(lines)
+
+
+def write_json(path: str, figures: dict) -> None:
+    """``--json FILE`` of svae-eval and svae-report: the figures, indented, one trailing newline."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(figures, handle, indent=2)
+        handle.write("\n")

@@ -1,6 +1,5 @@
 """One svae-eval run: load, estimate the time, score every batch, report."""
 
-import json
 import logging
 import os
 import sys
@@ -11,7 +10,7 @@ from fairseq import utils
 
 from fairseq_svae.errors import TooFewSentencesError
 from fairseq_svae.evaluation.inputs import SENTENCE_VAE, load_model, load_split, sentence_batches
-from fairseq_svae.evaluation.report import results_table, summarize
+from fairseq_svae.evaluation.report import results_table, summarize, write_json
 from fairseq_svae.evaluation.time_estimate import (
     PROBE_REPEATS,
     PROBE_SAMPLES,
@@ -119,9 +118,7 @@ def evaluate(args) -> dict:
     print(f"NLL per token {summary['nll_per_token']:.4f} nats; "
           f"PPL = exp(total NLL / {tokens} tokens incl. </s>)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2)
-            handle.write("\n")
+        write_json(args.json, summary)
     return summary
 
 
