@@ -17,7 +17,7 @@ from fairseq_svae import checkpoint_io, errors  # noqa: E402
 checkpoint_io.install()
 errors.install_error_reporting()
 
-from fairseq_svae import criterions, models, tasks  # noqa: E402  (registration)
+from fairseq_svae import criterions, models, optim, tasks  # noqa: E402  (registration)
 from fairseq_svae.models.sentence_vae import SentenceVAEModel  # noqa: E402
 
 __all__ = ["SentenceVAEModel"]

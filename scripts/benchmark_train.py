@@ -1,14 +1,23 @@
 """Training throughput of sentence_vae_bowman against fairseq's own lstm_lm, one thread each.
 
-Both models train through the real ``fairseq-train`` on Brown (brown-bench dictionary) with the
-same embedding/hidden sizes (353/191), batch size, optimizer and number of updates, one process
-after the other. The script prints tokens per second for both (from fairseq's own ``wps``,
-warm-up interval dropped), their ratio, and the share of this machine's fp32 matmul rate that
-the VAE's training step reaches (multiply-adds per token counted from the architecture).
+All models train through the real ``fairseq-train`` on Brown (brown-bench dictionary) with the
+same embedding/hidden sizes (353/191), batch size, learning rate and seed, one process after the
+other. Rows:
 
-    python scripts/benchmark_train.py                      # ~8 minutes on a quiet machine
+- ``lstm_lm``, fairseq's ``--optimizer adam``: the baseline;
+- the VAE with fairseq's ``adam``, with the plugin's ``fused_adam``, and with ``fused_adam``
+  plus ``--cpu-bf16`` (bfloat16 autocast; see fairseq_svae/precision.py).
+
+For each row the script prints tokens per second (from fairseq's own ``wps``, warm-up interval
+dropped), the ratio to ``lstm_lm``, and the optimizer's time per update (gradient scaling,
+clipping, step and zeroing as fairseq's trainer does them, timed in this process on the row's
+own parameters); for fp32 the share of this machine's fp32 matmul rate that the VAE reaches.
+
+    python scripts/benchmark_train.py                      # ~20 minutes on a quiet machine
     python scripts/benchmark_train.py --updates 200 --data-bin runs/benchmark/data-bin
 
+On a CPU without native bf16 (no AVX512-BF16 or AMX) torch emulates bf16 about ten times slower
+than fp32; the bf16 row then trains only --emulated-bf16-updates updates, and says so.
 Run it on an otherwise idle machine: another busy process on the same cores changes the figures.
 """
 
@@ -81,7 +90,36 @@ def train_throughput(name: str, args: list, log_interval: int) -> dict:
     tokens = sum(float(r["wpb"]) * log_interval for r in measured)
     seconds = sum(float(r["wpb"]) * log_interval / float(r["wps"]) for r in measured)
     sentences = sum(float(r["bsz"]) * log_interval for r in measured)
-    return {"tokens_per_second": tokens / seconds, "tokens_per_sentence": tokens / sentences}
+    return {"tokens_per_second": tokens / seconds, "tokens_per_sentence": tokens / sentences,
+            "loss": float(records[-1]["loss"])}
+
+
+def optimizer_milliseconds(args: list, repeats: int = 10) -> float:
+    """Median time of what fairseq's trainer does to the optimizer each update, on the model of
+    the fairseq-train command line ``args`` (random gradients; one thread)."""
+    from fairseq import options, optim, tasks, utils
+
+    torch.set_num_threads(1)
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parsed = options.parse_args_and_arch(options.get_training_parser(), [str(a) for a in args])
+    utils.import_user_module(parsed)
+    cfg = convert_namespace_to_omegaconf(parsed)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = optim.build_optimizer(cfg.optimizer, params)
+    timings = []
+    for _ in range(repeats + 2):
+        for param in params:
+            param.grad = torch.randn_like(param)
+        start = time.perf_counter()
+        optimizer.multiply_grads(1.0 / 32)
+        optimizer.clip_grad_norm(cfg.optimization.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        timings.append(time.perf_counter() - start)
+    return 1000 * sorted(timings[2:])[repeats // 2]
 
 
 def vae_multiply_adds_per_token(vocabulary: int, tokens_per_sentence: float) -> dict:
@@ -113,38 +151,56 @@ def main():
     parser.add_argument("--data-bin", type=Path, default=REPO / "runs" / "benchmark" / "data-bin",
                         help="Brown binarized with the brown-bench dictionary (created if missing)")
     parser.add_argument("--updates", type=int, default=400, help="updates per model")
+    parser.add_argument("--emulated-bf16-updates", type=int, default=60,
+                        help="updates of the bf16 row on a CPU without native bf16")
     parser.add_argument("--log-interval", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
     options = parser.parse_args()
 
+    from fairseq_svae.precision import native_bf16_cpu
+
     data_bin = prepare_data_bin(options.data_bin)
     vocabulary = sum(1 for _ in open(data_bin / "dict.txt", encoding="utf-8")) + 4  # + fairseq's specials
-    common = ["--optimizer", "adam", "--lr", "1e-3", "--batch-size", options.batch_size, "--dropout", "0.3",
-              "--max-update", options.updates, "--cpu", "--num-workers", "0", "--seed", "1", "--no-save",
-              "--disable-validation", "--log-format", "json", "--log-interval", options.log_interval]
-    vae = train_throughput("sentence_vae_bowman", [
-        data_bin, "--user-dir", REPO / "fairseq_svae", "--task", "sentence_vae", "--arch", "sentence_vae_bowman",
-        "--criterion", "annealed_elbo", *common], options.log_interval)
-    lstm_lm = train_throughput("lstm_lm", [
-        data_bin, "--task", "language_modeling", "--sample-break-mode", "eos", "--arch", "lstm_lm",
-        "--decoder-embed-dim", EMBED_DIM, "--decoder-hidden-size", HIDDEN_SIZE,
-        "--decoder-out-embed-dim", HIDDEN_SIZE, "--criterion", "cross_entropy", *common], options.log_interval)
+    common = ["--lr", "1e-3", "--batch-size", options.batch_size, "--dropout", "0.3",
+              "--cpu", "--num-workers", "0", "--seed", "1", "--no-save",
+              "--disable-validation", "--log-format", "json"]
+    vae = [data_bin, "--user-dir", REPO / "fairseq_svae", "--task", "sentence_vae", "--arch", "sentence_vae_bowman",
+           "--criterion", "annealed_elbo", *common]
+    lstm_lm = [data_bin, "--task", "language_modeling", "--sample-break-mode", "eos", "--arch", "lstm_lm",
+               "--decoder-embed-dim", EMBED_DIM, "--decoder-hidden-size", HIDDEN_SIZE,
+               "--decoder-out-embed-dim", HIDDEN_SIZE, "--criterion", "cross_entropy", *common]
+    native = native_bf16_cpu()
+    bf16_updates = options.updates if native else options.emulated_bf16_updates
+    rows = [  # name, command line, updates
+        ("lstm_lm, adam", lstm_lm + ["--optimizer", "adam"], options.updates),
+        ("VAE, adam", vae + ["--optimizer", "adam"], options.updates),
+        ("VAE, fused_adam", vae + ["--optimizer", "fused_adam"], options.updates),
+        ("VAE, fused_adam, --cpu-bf16", vae + ["--optimizer", "fused_adam", "--cpu-bf16"], bf16_updates),
+    ]
+    results = {}
+    for name, args, updates in rows:
+        interval = min(options.log_interval, max(1, updates // 4))
+        results[name] = train_throughput(name, args + ["--max-update", updates, "--log-interval", interval], interval)
+        results[name]["optimizer_ms"] = optimizer_milliseconds(args)
+        results[name]["updates"] = updates
+
+    baseline = results["lstm_lm, adam"]["tokens_per_second"]
+    print()
+    print(f"Brown, batch {options.batch_size}, one thread, first logged interval not timed; vocabulary "
+          f"{vocabulary}; native bf16 on this CPU: {'yes' if native else 'no (bf16 is emulated)'}")
+    print(f"  {'row':32s} {'updates':>7s} {'tokens/s':>9s} {'x lstm_lm':>9s} {'optimizer ms/update':>20s}")
+    for name, figures in results.items():
+        print(f"  {name:32s} {figures['updates']:7d} {figures['tokens_per_second']:9.0f} "
+              f"{figures['tokens_per_second'] / baseline:9.2f} {figures['optimizer_ms']:20.1f}")
 
     square_rate = matmul_gflops(1024, 1024, 1024)
     softmax_rate = matmul_gflops(736, HIDDEN_SIZE, vocabulary)
-    work = vae_multiply_adds_per_token(vocabulary, vae["tokens_per_sentence"])
-    achieved = vae["tokens_per_second"] * 2 * work["training"] / 1e9
-    ratio = vae["tokens_per_second"] / lstm_lm["tokens_per_second"]
-
-    print()
-    print(f"Brown, batch {options.batch_size}, {options.updates} updates per model, one thread "
-          f"(first {options.log_interval} updates not timed); vocabulary {vocabulary}")
-    print(f"  sentence_vae_bowman  {vae['tokens_per_second']:8.0f} tokens/s")
-    print(f"  lstm_lm (353/191)    {lstm_lm['tokens_per_second']:8.0f} tokens/s")
-    print(f"  ratio VAE / lstm_lm  {ratio:8.2f}   (target >= 0.90)")
+    fused = results["VAE, fused_adam"]
+    work = vae_multiply_adds_per_token(vocabulary, fused["tokens_per_sentence"])
+    achieved = fused["tokens_per_second"] * 2 * work["training"] / 1e9
     print(f"VAE training step: {work['training'] / 1e6:.1f} M multiply-adds per token "
           f"(softmax {work['softmax'] / 1e6:.2f} M, encoder {work['encoder'] / 1e6:.2f} M, forward x 3)")
-    print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / square_rate:.0%} of the fp32 matmul rate "
+    print(f"  fp32 with fused_adam: {achieved:.1f} GFLOP/s = {achieved / square_rate:.0%} of the fp32 matmul rate "
           f"({square_rate:.1f} GFLOP/s at 1024^3), {achieved / softmax_rate:.0%} of the output-softmax shape "
           f"rate ({softmax_rate:.1f} GFLOP/s at 736 x {HIDDEN_SIZE} x {vocabulary})")
 

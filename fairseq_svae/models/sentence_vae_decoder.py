@@ -10,6 +10,7 @@ from torch import Tensor
 
 from fairseq_svae.errors import OptionError
 from fairseq_svae.models.sentence_vae_encoder import LATENT
+from fairseq_svae.precision import full_precision
 
 
 def word_dropout(tokens: Tensor, probability: float, unk: int, keep: Tensor) -> Tensor:
@@ -92,7 +93,8 @@ class SentenceVAEDecoder(FairseqIncrementalDecoder):
             prev_output_tokens = prev_output_tokens[:, -1:]
             state = (cached["hidden"], cached["cell"])
         else:
-            state = self.initial_state(latent)
+            with full_precision():
+                state = self.initial_state(latent)
 
         tokens = prev_output_tokens
         if self.training and self.word_dropout > 0:
@@ -105,7 +107,8 @@ class SentenceVAEDecoder(FairseqIncrementalDecoder):
         if self.feed_latent:
             steps = x.size(0)
             x = torch.cat([x, latent.to(x.dtype).unsqueeze(0).expand(steps, -1, -1)], dim=-1)
-        x, (hidden, cell) = self.lstm(x, state)
+        with full_precision():  # the LSTM stays fp32 under --cpu-bf16 (fairseq_svae.precision)
+            x, (hidden, cell) = self.lstm(x, state)
 
         if incremental_state is not None:
             self.set_incremental_state(incremental_state, "cached_state", {"hidden": hidden, "cell": cell})

@@ -9,6 +9,7 @@ from fairseq.modules import FairseqDropout
 from torch import Tensor
 
 from fairseq_svae.gaussian import clamp_logvar, reparameterize
+from fairseq_svae.precision import full_precision
 
 # Keys of the encoder output. Every value is a (batch, latent_dim) tensor or None, which keeps
 # ``reorder_encoder_out`` a single loop. LATENT, the z the decoder is conditioned on, is also
@@ -49,12 +50,15 @@ class SentenceVAEEncoder(FairseqEncoder):
         packed = nn.utils.rnn.pack_padded_sequence(
             embedded, src_lengths.cpu(), enforce_sorted=False
         )
-        _, (final_hidden, _) = self.lstm(packed)
-        # final_hidden: (layers * directions) x B x H; keep the last layer, all directions.
-        last_layer = final_hidden[-self.num_directions:]
-        summary = torch.cat(list(last_layer), dim=-1)
-        summary = self.dropout_module(summary)
-        mean, logvar = self.to_posterior(summary).chunk(2, dim=-1)
+        # fp32 even under --cpu-bf16: the LSTM (see fairseq_svae.precision) and the head
+        # whose mean and log-variance set the KL.
+        with full_precision():
+            _, (final_hidden, _) = self.lstm(packed)
+            # final_hidden: (layers * directions) x B x H; keep the last layer, all directions.
+            last_layer = final_hidden[-self.num_directions:]
+            summary = torch.cat(list(last_layer), dim=-1)
+            summary = self.dropout_module(summary)
+            mean, logvar = self.to_posterior(summary).chunk(2, dim=-1)
         return mean.float(), clamp_logvar(logvar)
 
     def forward(self, src_tokens: Tensor, src_lengths: Tensor, sample_latent: bool = False,

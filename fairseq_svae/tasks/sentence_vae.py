@@ -6,12 +6,14 @@ sample's encoder input is ``w_1 .. w_n </s>``, the decoder reads ``</s> w_1 .. w
 fairseq's batching, ``fairseq-generate`` and its scorers work unchanged.
 """
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import torch
 from fairseq import utils
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -28,6 +30,7 @@ from fairseq_svae.generation.latent_sequence_generator import (
     FROM_PRIOR,
 )
 
+from fairseq_svae.precision import cpu_bf16_autocast, warn_unless_native_bf16
 from fairseq_svae.preprocess_hints import (
     against_dictionary_command,
     missing_split_message,
@@ -85,7 +88,18 @@ class SentenceVAETaskConfig(FairseqDataclass):
                           "numbers (seeded by --seed), so a code always decodes to the same sentence "
                           "whatever the batch, and nearby codes to similar ones (homotopies)"},
     )
+    # Training precision. fairseq's --bf16 without CUDA is its TPU mode (it crashes on a CPU),
+    # hence the plugin's own option; see fairseq_svae.precision for what runs in which dtype.
+    cpu_bf16: bool = field(
+        default=False,
+        metadata={"help": "train and validate on a CPU in bfloat16: the vocabulary projection "
+                          "under torch.autocast, the LSTMs, the KL, the softmax cross entropy, "
+                          "master weights and optimizer state in fp32; pays only on CPUs with "
+                          "AVX512-BF16 or AMX (on a GPU use --fp16 or --amp)"},
+    )
     seed: int = II("common.seed")
+    bf16: bool = II("common.bf16")
+    fp16: bool = II("common.fp16")
 
 
 @register_task("sentence_vae", dataclass=SentenceVAETaskConfig)
@@ -93,6 +107,7 @@ class SentenceVAETask(FairseqTask):
     def __init__(self, cfg: SentenceVAETaskConfig, dictionary: Dictionary):
         super().__init__(cfg)
         self.dictionary = dictionary
+        self._bf16_checked = False
 
     @classmethod
     def setup_task(cls, cfg: SentenceVAETaskConfig, **kwargs):
@@ -114,6 +129,7 @@ class SentenceVAETask(FairseqTask):
                 f"dictionary {dict_path!r} not found; fairseq-preprocess --only-source writes it "
                 f"with the binarized splits: " + new_corpus_command(data_path)
             )
+        check_precision_options(cfg)
         dictionary = Dictionary.load(dict_path)
         logger.info("dictionary: %d types (%s)", len(dictionary), dict_path)
         return cls(cfg, dictionary)
@@ -177,7 +193,24 @@ class SentenceVAETask(FairseqTask):
         # The KL weight follows the update count; fairseq 0.12 tells only the model about it.
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        with self.precision(model):
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        with self.precision(model):
+            return super().valid_step(sample, model, criterion)
+
+    def precision(self, model):
+        """The autocast context of a training or validation step (a no-op without --cpu-bf16)."""
+        if self.cfg.cpu_bf16 and not self._bf16_checked:
+            if next(model.parameters()).is_cuda:
+                raise OptionError(
+                    "--cpu-bf16 is bfloat16 for CPU training, and this model is on a GPU: "
+                    "pass --fp16 or --amp instead (or --cpu to train on the CPU)"
+                )
+            warn_unless_native_bf16("--cpu-bf16")
+            self._bf16_checked = True
+        return cpu_bf16_autocast(enabled=self.cfg.cpu_bf16)
 
     def build_model(self, cfg, from_checkpoint=False):
         # Checked before building: another task's model may not even build with this task's
@@ -230,3 +263,19 @@ class SentenceVAETask(FairseqTask):
 
 
 DICTIONARY_STATE_KEY = "dictionary"
+
+
+def check_precision_options(cfg: SentenceVAETaskConfig) -> None:
+    """Stop before fairseq's trainer starts on precision flags that cannot work."""
+    # fairseq 0.12 turns every --bf16 into a TPU run (options.py sets --tpu with it), which
+    # fails deep inside the trainer without torch_xla, on a CPU and on a GPU alike.
+    # "is True": a config built in Python, outside fairseq's command line, holds the
+    # unresolved interpolation string instead of the flag.
+    bf16, fp16 = cfg.bf16 is True, cfg.fp16 is True
+    if bf16 and importlib.util.find_spec("torch_xla") is None:
+        raise OptionError(
+            "fairseq's --bf16 means a TPU run (it needs torch_xla); for bfloat16 on a CPU drop "
+            "--bf16 and pass the plugin's --cpu-bf16, on a GPU pass --fp16 or --amp"
+        )
+    if cfg.cpu_bf16 and fp16:
+        raise OptionError("--cpu-bf16 cannot be combined with --fp16: keep one")

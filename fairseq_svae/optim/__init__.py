@@ -1,0 +1,1 @@
+from fairseq_svae.optim import fused_adam  # noqa: F401  (registers --optimizer fused_adam)

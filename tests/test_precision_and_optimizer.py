@@ -1,0 +1,158 @@
+"""bf16 training on CPUs (--cpu-bf16) and the fused Adam optimizer (--optimizer fused_adam)."""
+
+import argparse
+
+import pytest
+import torch
+from fairseq.optim.adam import Adam as FairseqAdamKernel
+from omegaconf import OmegaConf
+
+from fairseq_svae.errors import USER_ERROR_EXIT_STATUS, OptionError
+from fairseq_svae.models.sentence_vae import SentenceVAEModel, base_architecture
+from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
+from fairseq_svae.optim.fused_adam import FusedAdam, parse_betas
+from fairseq_svae.precision import cpu_bf16_autocast, full_precision
+from fairseq_svae.token_nll import token_nll
+
+from conftest import json_log_records, run_command, train_args
+
+# --- the optimizer -------------------------------------------------------------------------
+
+
+def fused_adam(params, **options):
+    cfg = OmegaConf.create(dict({"adam_betas": "(0.9, 0.98)", "adam_eps": 1e-8, "weight_decay": 0.0,
+                                 "lr": [1e-2]}, **options))
+    return FusedAdam(cfg, params)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_fused_adam_takes_the_steps_of_fairseqs_adam(weight_decay):
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(50, 7, generator=generator), torch.randn(13, generator=generator)]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    optimizer = fused_adam(ours, weight_decay=weight_decay)
+    reference = FairseqAdamKernel(theirs, lr=1e-2, betas=(0.9, 0.98), eps=1e-8, weight_decay=weight_decay)
+    for _ in range(20):
+        grads = [torch.randn(p.shape, generator=generator) for p in start]
+        for params in (ours, theirs):
+            for param, grad in zip(params, grads):
+                param.grad = grad.clone()
+        optimizer.step()
+        reference.step()
+    moved = sum((a - b).abs().max() for a, b in zip(theirs, start))
+    assert moved > 0.1  # 20 steps of lr 1e-2 move the parameters ...
+    for a, b in zip(ours, theirs):  # ... and both optimizers to the same place
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("betas, expected", [("(0.9, 0.98)", (0.9, 0.98)), ("[0.8,0.9]", (0.8, 0.9)),
+                                             ((0.5, 0.999), (0.5, 0.999))])
+def test_adam_betas_are_read_as_fairseq_writes_them(betas, expected):
+    assert parse_betas(betas) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("betas", ["0.9", "(0.9, 1.5)", "(a, b)"])
+def test_bad_adam_betas_name_the_option(betas):
+    with pytest.raises(OptionError, match="--adam-betas"):
+        parse_betas(betas)
+
+
+def test_a_fused_adam_run_resumes_exactly(data_bin, tmp_path):
+    options = ("--optimizer", "fused_adam", "--weight-decay", "0.01", "--clip-norm", "0.5",
+               "--adam-betas", "(0.9, 0.98)")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_command("fairseq-train", *train_args(data_bin, straight, "--max-update", "30", *options))
+    run_command("fairseq-train", *train_args(data_bin, resumed, "--max-update", "26", *options))
+    second = run_command("fairseq-train", *train_args(data_bin, resumed, "--max-update", "30", *options))
+    assert "@ 26 updates" in second.stdout + second.stderr
+
+    from fairseq_svae.checkpoint_io import load_checkpoint_state
+
+    expected = load_checkpoint_state(straight / "checkpoint_last.pt")
+    got = load_checkpoint_state(resumed / "checkpoint_last.pt")
+    assert expected["last_optimizer_state"]["state"], "the optimizer state is saved"
+    for name, value in expected["model"].items():
+        assert torch.allclose(value, got["model"][name], atol=1e-6), name
+
+
+# --- bf16 on a CPU -------------------------------------------------------------------------
+
+
+class Dictionary:
+    def __init__(self, size):
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def pad(self):
+        return 1
+
+    def eos(self):
+        return 2
+
+    def bos(self):
+        return 0
+
+    def unk(self):
+        return 3
+
+
+def small_model():
+    args = argparse.Namespace(encoder_embed_dim=16, encoder_hidden_size=24, latent_dim=4)
+    base_architecture(args)
+    task = argparse.Namespace(target_dictionary=Dictionary(40), source_dictionary=Dictionary(40))
+    torch.manual_seed(0)
+    return SentenceVAEModel.build_model(args, task)
+
+
+def test_under_cpu_bf16_only_the_vocabulary_projection_runs_in_bf16():
+    model = small_model().train()
+    tokens = torch.randint(4, 40, (3, 6))
+    with cpu_bf16_autocast():
+        features, extra = model(tokens, torch.tensor([6, 6, 6]), tokens, features_only=True)
+        logits = model.decoder.output_layer(features.reshape(-1, features.size(-1)))
+        with full_precision():
+            assert model.decoder.output_layer(features[:1, 0]).dtype == torch.float32
+    assert logits.dtype == torch.bfloat16
+    # The LSTM's features, the posterior and the loss stay fp32.
+    assert features.dtype == extra[POSTERIOR_MEAN].dtype == extra[POSTERIOR_LOGVAR].dtype == torch.float32
+    loss = token_nll(logits, tokens.reshape(-1)).sum()
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    assert model.decoder.output_projection.weight.grad.abs().sum() > 0
+
+
+def test_cpu_bf16_trains_like_fp32(data_bin, tmp_path):
+    logs = {}
+    for name, extra in (("fp32", ()), ("bf16", ("--cpu-bf16",))):
+        result = run_command("fairseq-train", *train_args(
+            data_bin, tmp_path / name, "--max-update", "12", "--max-epoch", "1", "--no-save",
+            "--log-interval", "4", "--kl-schedule", "constant", *extra))
+        logs[name] = result.stdout + result.stderr
+    fp32, bf16 = (json_log_records(logs[name], "train_inner") for name in ("fp32", "bf16"))
+    assert len(fp32) == len(bf16) == 3
+    for a, b in zip(fp32, bf16):
+        # The same batches from the same start: bf16 rounds the logits to 3 significant digits,
+        # which moves a per-sentence loss of ~100 nats by far less than 2%.
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=0.02)
+        assert float(b["kl"]) == pytest.approx(float(a["kl"]), rel=0.25, abs=0.05)
+    assert float(bf16[-1]["nll_per_token"]) < float(bf16[0]["nll_per_token"]) - 0.5  # it learns
+
+
+def test_fairseqs_own_bf16_on_a_cpu_stops_with_one_line_naming_the_plugins_option(data_bin, tmp_path):
+    result = run_command("fairseq-train", *train_args(data_bin, tmp_path / "x", "--bf16", "--max-update", "1"),
+                         check=False)
+    assert result.returncode == USER_ERROR_EXIT_STATUS
+    error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1 and "--cpu-bf16" in error_lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_cpu_bf16_with_fp16_is_refused(data_bin, tmp_path):
+    result = run_command("fairseq-train", *train_args(
+        data_bin, tmp_path / "x", "--cpu-bf16", "--fp16", "--max-update", "1"), check=False)
+    assert result.returncode == USER_ERROR_EXIT_STATUS
+    assert "--cpu-bf16 cannot be combined with --fp16" in result.stderr
