@@ -1,20 +1,18 @@
 """bf16 training on CPUs (--cpu-bf16) and the fused Adam optimizer (--optimizer fused_adam)."""
 
-import argparse
-
 import pytest
 import torch
 from fairseq.optim.adam import Adam as FairseqAdamKernel
 from omegaconf import OmegaConf
 
 from fairseq_svae.errors import USER_ERROR_EXIT_STATUS, OptionError
-from fairseq_svae.models.sentence_vae import SentenceVAEModel, base_architecture
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.optim.fused_adam import FusedAdam, parse_betas
 from fairseq_svae.precision import cpu_bf16_autocast, full_precision
 from fairseq_svae.token_nll import token_nll
 
 from conftest import json_log_records, run_command, train_args
+from model_helpers import build_small_model
 
 # --- the optimizer -------------------------------------------------------------------------
 
@@ -79,37 +77,10 @@ def test_a_fused_adam_run_resumes_exactly(data_bin, tmp_path):
 # --- bf16 on a CPU -------------------------------------------------------------------------
 
 
-class Dictionary:
-    def __init__(self, size):
-        self.size = size
-
-    def __len__(self):
-        return self.size
-
-    def pad(self):
-        return 1
-
-    def eos(self):
-        return 2
-
-    def bos(self):
-        return 0
-
-    def unk(self):
-        return 3
-
-
-def small_model():
-    args = argparse.Namespace(encoder_embed_dim=16, encoder_hidden_size=24, latent_dim=4)
-    base_architecture(args)
-    task = argparse.Namespace(target_dictionary=Dictionary(40), source_dictionary=Dictionary(40))
-    torch.manual_seed(0)
-    return SentenceVAEModel.build_model(args, task)
-
-
 def test_under_cpu_bf16_only_the_vocabulary_projection_runs_in_bf16():
-    model = small_model().train()
-    tokens = torch.randint(4, 40, (3, 6))
+    model = build_small_model().train()
+    vocabulary = len(model.decoder.dictionary)
+    tokens = torch.randint(4, vocabulary, (3, 6))
     with cpu_bf16_autocast():
         features, extra = model(tokens, torch.tensor([6, 6, 6]), tokens, features_only=True)
         logits = model.decoder.output_layer(features.reshape(-1, features.size(-1)))

@@ -3,6 +3,8 @@
 Defaults live in :func:`base_architecture` only; the named architectures override sizes.
 """
 
+import logging
+
 import torch.nn as nn
 from fairseq.models import (
     FairseqEncoderDecoderModel,
@@ -10,13 +12,15 @@ from fairseq.models import (
     register_model_architecture,
 )
 
-from fairseq_svae.errors import OptionError
+from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
 from fairseq_svae.models.sentence_vae_decoder import SentenceVAEDecoder
 from fairseq_svae.models.sentence_vae_encoder import (
     POSTERIOR_LOGVAR,
     POSTERIOR_MEAN,
     SentenceVAEEncoder,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def build_embedding(dictionary, embed_dim: int) -> nn.Embedding:
@@ -64,6 +68,15 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
                             help="tie the decoder input embedding and the output softmax weights")
         parser.add_argument("--share-encoder-decoder-embed", action="store_true",
                             help="use one word embedding for the encoder and the decoder")
+        parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
+                            help="BN-VAE (Zhu et al. 2020): batch-normalize the posterior mean "
+                                 "with the fixed scale G, which keeps the expected KL of each "
+                                 "latent dimension at least G^2 / 2; 0 disables it")
+        parser.add_argument("--load-pretrained-encoder-from", type=str, metavar="CHECKPOINT",
+                            help="start the encoder (embedding, LSTM and posterior head) from this "
+                                 "Sentence VAE checkpoint and the decoder afresh: the second stage "
+                                 "of Li et al. (2019), after an autoencoder stage trained with "
+                                 "--kl-schedule constant --kl-max-weight 0")
         # fmt: on
 
     @classmethod
@@ -91,7 +104,12 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
             bidirectional=args.encoder_bidirectional,
             latent_dim=args.latent_dim,
             dropout=args.dropout,
+            mean_bn_gamma=args.posterior_mean_bn_gamma,
         )
+        if args.posterior_mean_bn_gamma < 0:
+            raise OptionError(f"--posterior-mean-bn-gamma must be >= 0, got {args.posterior_mean_bn_gamma}")
+        if args.load_pretrained_encoder_from:
+            load_pretrained_encoder(encoder, args.load_pretrained_encoder_from)
         decoder = SentenceVAEDecoder(
             dictionary,
             decoder_embed,
@@ -138,6 +156,27 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
         return output, extra
 
 
+def load_pretrained_encoder(encoder: SentenceVAEEncoder, path: str) -> None:
+    """Copy the encoder of the Sentence VAE checkpoint ``path`` into ``encoder``."""
+    # Imported here: the checkpoint helpers import the model registry.
+    from fairseq_svae.sentence_vae_checkpoint import checkpoint_file, load_sentence_vae_state
+
+    path = checkpoint_file(path, option="--load-pretrained-encoder-from",
+                           remedy="pass --load-pretrained-encoder-from AE_DIR/checkpoint_best.pt")
+    state = load_sentence_vae_state(path)["model"]
+    prefix = "encoder."
+    weights = {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}
+    ours = encoder.state_dict()
+    if weights.keys() != ours.keys() or any(weights[k].shape != ours[k].shape for k in ours):
+        raise IncompatibleCheckpointError(
+            f"the encoder in {path} does not fit this model's encoder (sizes or options differ: "
+            f"--encoder-*, --latent-dim, --posterior-mean-bn-gamma); train the autoencoder stage "
+            f"with the same model options as this stage"
+        )
+    encoder.load_state_dict(weights)
+    logger.info("encoder loaded from %s (%d tensors); the decoder starts afresh", path, len(weights))
+
+
 @register_model_architecture("sentence_vae", "sentence_vae")
 def base_architecture(args):
     args.latent_dim = getattr(args, "latent_dim", 32)
@@ -154,6 +193,8 @@ def base_architecture(args):
     args.feed_latent = getattr(args, "feed_latent", False)
     args.share_decoder_input_output_embed = getattr(args, "share_decoder_input_output_embed", False)
     args.share_encoder_decoder_embed = getattr(args, "share_encoder_decoder_embed", False)
+    args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
+    args.load_pretrained_encoder_from = getattr(args, "load_pretrained_encoder_from", None)
 
 
 @register_model_architecture("sentence_vae", "sentence_vae_bowman")

@@ -6,6 +6,7 @@ sample's encoder input is ``w_1 .. w_n </s>``, the decoder reads ``</s> w_1 .. w
 fairseq's batching, ``fairseq-generate`` and its scorers work unchanged.
 """
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -18,7 +19,7 @@ from fairseq import utils
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II
+from omegaconf import II, DictConfig, open_dict
 
 from fairseq_svae.data import SentencePairDataset, TruncatedSentenceDataset
 from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
@@ -216,6 +217,11 @@ class SentenceVAETask(FairseqTask):
         # Checked before building: another task's model may not even build with this task's
         # dictionaries, and would fail somewhere deep inside fairseq.
         require_sentence_vae(cfg)
+        if from_checkpoint and getattr(cfg, "load_pretrained_encoder_from", None):
+            # The checkpoint holds the trained encoder; the pretraining file it started from
+            # is neither needed nor, on another machine, necessarily there.
+            with open_dict(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
+                cfg.load_pretrained_encoder_from = None
         return super().build_model(cfg, from_checkpoint)
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):

@@ -1,0 +1,98 @@
+"""Recipes against posterior collapse: BN-VAE's normalized posterior mean and the two-stage
+training of Li et al. (an autoencoder's encoder, a fresh decoder)."""
+
+import pytest
+import torch
+
+from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
+from fairseq_svae.checkpoint_io import load_checkpoint_state
+from fairseq_svae.gaussian import kl_to_standard_normal
+from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_MEAN
+
+from conftest import PLUGIN_DIR, json_log_records, run_command, train_args
+from model_helpers import build_small_model, encode_sentences, small_dictionary
+
+SENTENCES = ["the cat sat on a mat", "a dog ran away", "the big red house", "the dog sat",
+             "a cat ran from the house", "red mat"]
+
+
+def posterior(model, sentences=SENTENCES):
+    src, lengths, _, _ = encode_sentences(small_dictionary(), sentences)
+    return model.encoder.posterior(src, lengths)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+def test_bn_vae_fixes_the_scale_of_the_posterior_means_and_so_a_kl_floor(gamma):
+    model = build_small_model(posterior_mean_bn_gamma=gamma).train()
+    with torch.no_grad():
+        model.encoder.mean_norm.shift.fill_(0.3)
+        # Raw means that vary well above batch norm's epsilon (1e-5), as a trained encoder's do.
+        model.encoder.to_posterior.weight.mul_(100)
+    mean, logvar = posterior(model)
+    # Over the batch each dimension has mean beta and (biased) standard deviation gamma ...
+    torch.testing.assert_close(mean.mean(0), torch.full((6,), 0.3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mean.var(0, unbiased=False), torch.full((6,), gamma**2), atol=1e-3, rtol=1e-3)
+    # ... so the batch's KL of each dimension is at least (gamma^2 + beta^2) / 2.
+    kl = kl_to_standard_normal(mean, logvar).mean(0)
+    assert (kl >= 0.5 * (gamma**2 + 0.09) - 1e-3).all()
+
+
+def test_bn_vae_encodes_a_sentence_the_same_way_in_any_batch_outside_training():
+    model = build_small_model(posterior_mean_bn_gamma=1.0).train()
+    for _ in range(3):
+        posterior(model)  # running statistics move
+    model.eval()
+    alone, _ = posterior(model, SENTENCES[:1])
+    together, _ = posterior(model, SENTENCES)
+    torch.testing.assert_close(alone[0], together[0])
+    # A training batch of one sentence has no batch statistics: the running ones are used.
+    model.train()
+    single, _ = posterior(model, SENTENCES[:1])
+    assert torch.isfinite(single).all()
+
+
+def test_a_negative_gamma_is_refused():
+    with pytest.raises(OptionError, match="--posterior-mean-bn-gamma"):
+        build_small_model(posterior_mean_bn_gamma=-1.0)
+
+
+def test_the_second_stage_starts_from_the_autoencoders_encoder_and_a_fresh_decoder(data_bin, tmp_path):
+    autoencoder = tmp_path / "ae"
+    run_command("fairseq-train", *train_args(
+        data_bin, autoencoder, "--max-update", "15", "--kl-schedule", "constant", "--kl-max-weight", "0"))
+    ae_state = load_checkpoint_state(autoencoder / "checkpoint_last.pt")["model"]
+
+    vae = tmp_path / "vae"
+    result = run_command("fairseq-train", *train_args(
+        data_bin, vae, "--max-update", "1", "--lr", "1e-9",
+        "--load-pretrained-encoder-from", autoencoder / "checkpoint_last.pt"))
+    assert "encoder loaded from" in result.stdout + result.stderr
+    vae_state = load_checkpoint_state(vae / "checkpoint_last.pt")["model"]
+    encoder_keys = [name for name in ae_state if name.startswith("encoder.")]
+    decoder_keys = [name for name in ae_state if name.startswith("decoder.")]
+    assert encoder_keys and decoder_keys
+    for name in encoder_keys:  # one update at lr 1e-9 moves nothing visible
+        torch.testing.assert_close(vae_state[name], ae_state[name], atol=1e-6, rtol=0)
+    moved = max((vae_state[name] - ae_state[name]).abs().max() for name in decoder_keys)
+    assert moved > 1e-2  # the decoder was initialised afresh, not copied
+
+    # The trained model loads without the pretraining file (as on another machine).
+    (autoencoder / "checkpoint_last.pt").unlink()
+    log = run_command("fairseq-validate", data_bin, "--user-dir", PLUGIN_DIR,
+                      "--task", "sentence_vae", "--path", vae / "checkpoint_last.pt", "--cpu", "--batch-size", "64",
+                      "--log-format", "json")
+    assert json_log_records(log.stdout + log.stderr, "valid")
+
+
+def test_a_missing_or_unfitting_pretrained_encoder_is_named(data_bin, trained_model, tmp_path):
+    missing = run_command("fairseq-train", *train_args(
+        data_bin, tmp_path / "a", "--max-update", "1",
+        "--load-pretrained-encoder-from", tmp_path / "nowhere.pt"), check=False)
+    assert missing.returncode == 1
+    assert MissingCheckpointError.__name__ in missing.stderr and "--load-pretrained-encoder-from" in missing.stderr
+
+    other_size = run_command("fairseq-train", *train_args(
+        data_bin, tmp_path / "b", "--max-update", "1", "--latent-dim", "8",
+        "--load-pretrained-encoder-from", trained_model[0] / "checkpoint_best.pt"), check=False)
+    assert other_size.returncode == 1
+    assert IncompatibleCheckpointError.__name__ in other_size.stderr
