@@ -5,18 +5,43 @@ in which text-VAE results are reported); ``nll_per_token`` and ``neg_elbo_per_to
 end-of-sentence as a token, and ``ppl`` = exp(neg_elbo_per_token) is an upper bound on the
 model's perplexity. In validation, ``loss`` is the un-annealed negative ELBO (weight 1, no free
 bits), so ``checkpoint_best.pt`` follows the real objective.
+
+Every validation also logs two latent-usage figures next to ``valid_kl`` (He et al. 2019 and
+jxhe/vae-lagging-encoder print the same; they show posterior collapse as it happens):
+
+- ``valid_active_units``: the number of latent dimensions whose posterior mean E_q[z_d|x] varies
+  over the validation sentences by more than
+  :data:`~fairseq_svae.importance_sampling.ACTIVE_UNIT_THRESHOLD` (Burda et al. 2016). It is
+  computed from per-dimension sums over the whole validation set, so it is the figure svae-eval
+  reports for the same split and checkpoint.
+- ``valid_mi``: the mutual information I(x; z) under q, estimated as He et al. do
+  (:func:`~fairseq_svae.importance_sampling.mutual_information`) within each validation batch,
+  one z ~ q(z|x) per sentence and the aggregate posterior q(z) taken as the mixture of the
+  batch's posteriors, then averaged over batches weighted by sentences. A batch of B sentences
+  cannot show more than log B nats (log 32 = 3.47), so ``valid_mi_bound`` logs that ceiling
+  (the sentence-weighted mean of log B): when ``valid_mi`` nears it, validate with a larger
+  ``--batch-size-valid`` (256 or more, with ``--max-tokens-valid`` to match). svae-eval's MI
+  takes the mixture over the whole split and is bounded by log(split size) instead.
+
+Neither is computed in training steps.
 """
 
 import math
 from dataclasses import dataclass, field
 
+import torch
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 
 from fairseq_svae.errors import OptionError
-from fairseq_svae.gaussian import kl_to_standard_normal
+from fairseq_svae.gaussian import kl_to_standard_normal, reparameterize
+from fairseq_svae.importance_sampling import (
+    count_active_units,
+    mutual_information,
+    posterior_mean_variance_from_sums,
+)
 from fairseq_svae.kl_control import KL_SCHEDULES, KLSchedule, free_bits_kl
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
@@ -64,6 +89,9 @@ class AnnealedELBOConfig(FairseqDataclass):
 
 @register_criterion("annealed_elbo", dataclass=AnnealedELBOConfig)
 class AnnealedELBOCriterion(FairseqCriterion):
+    """The annealed negative ELBO; validation also logs ``mi``, ``mi_bound`` and ``active_units``
+    (see the module docstring: ``valid_mi`` is a per-batch estimate, at most log(batch sentences))."""
+
     def __init__(self, task, kl_schedule, kl_max_weight, kl_logistic_slope, kl_logistic_midpoint,
                  kl_anneal_updates, kl_cycles, kl_cycle_rise_fraction, free_bits):
         super().__init__(task)
@@ -113,6 +141,8 @@ class AnnealedELBOCriterion(FairseqCriterion):
             "nsentences": nsentences,
             "sample_size": nsentences,
         }
+        if not model.training:
+            logging_output.update(latent_statistics(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR]))
         return loss, nsentences, logging_output
 
     @staticmethod
@@ -136,7 +166,82 @@ class AnnealedELBOCriterion(FairseqCriterion):
             metrics.log_derived(
                 "ppl", lambda meters: utils.get_perplexity(meters["neg_elbo_per_token"].avg, base=math.e)
             )
+        log_latent_statistics(logging_outputs, total)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+# --- Validation-only latent statistics (mutual information, active units) ---------------------
+# Logging-output keys. Every value is a scalar that is right when fairseq sums it over batches
+# and workers: per-dimension sums of the posterior mean and of its square, and the per-batch MI
+# estimate (and its ceiling log B) times the batch's sentences.
+MI_X_SENTENCES = "mi_x_sentences"
+MI_BOUND_X_SENTENCES = "mi_bound_x_sentences"
+LATENT_SENTENCES = "latent_sentences"
+MEAN_SUM = "mu_sum_{}"
+MEAN_SQUARE_SUM = "mu_sq_sum_{}"
+# Meters behind valid_active_units: a leading underscore keeps fairseq from printing them
+# (MetersDict.get_smoothed_values skips such keys).
+_METER_SENTENCES = "_latent_sentences"
+_METER_MEAN_SUM = "_mu_sum_{}"
+_METER_MEAN_SQUARE_SUM = "_mu_sq_sum_{}"
+
+
+def latent_statistics(posterior_mean, posterior_logvar) -> dict:
+    """The validation batch's summable MI and active-unit terms (see the module docstring).
+
+    MI uses one fresh z ~ q(z|x) per sentence (the model does not return the z its decoder
+    read). The estimate of a batch of B sentences is at most log B; its expectation lies in
+    [0, log B] (a generalized Jensen-Shannon divergence of the B posteriors), but one draw can
+    fall slightly below 0 when the posteriors barely differ.
+    """
+    sentences, latent_dim = posterior_mean.shape
+    mean = posterior_mean.detach().double()
+    # One transfer to python floats (fp64), rather than 2 * latent_dim device scalars.
+    mean_sum, mean_square_sum = torch.stack([mean.sum(dim=0), mean.pow(2).sum(dim=0)]).tolist()
+    output = {LATENT_SENTENCES: sentences}
+    if sentences > 0:
+        latent = reparameterize(posterior_mean.detach(), posterior_logvar.detach())
+        mi = mutual_information(posterior_mean.detach(), posterior_logvar.detach(), latent)
+        output[MI_X_SENTENCES] = mi * sentences
+        output[MI_BOUND_X_SENTENCES] = math.log(sentences) * sentences
+    else:
+        output[MI_X_SENTENCES] = output[MI_BOUND_X_SENTENCES] = 0.0
+    for dim in range(latent_dim):
+        output[MEAN_SUM.format(dim)] = mean_sum[dim]
+        output[MEAN_SQUARE_SUM.format(dim)] = mean_square_sum[dim]
+    return output
+
+
+def _active_units_of(meters, latent_dim: int):
+    sentences = meters[_METER_SENTENCES].sum
+    if sentences < 2:
+        return 0  # no variance over fewer than two sentences: no dimension is shown to vary
+    mean_sum = [meters[_METER_MEAN_SUM.format(d)].sum for d in range(latent_dim)]
+    mean_square_sum = [meters[_METER_MEAN_SQUARE_SUM.format(d)].sum for d in range(latent_dim)]
+    return count_active_units(posterior_mean_variance_from_sums(mean_sum, mean_square_sum, sentences))
+
+
+def log_latent_statistics(logging_outputs, total) -> None:
+    """valid_mi, valid_mi_bound and valid_active_units, from the terms of :func:`latent_statistics`.
+
+    Validation calls reduce_metrics once per batch into one aggregator (fairseq-validate once
+    with every batch): the MI meters keep the sentence-weighted mean of the per-batch estimates,
+    sum meters keep the per-dimension sums, and the active units are derived from the sums of
+    the whole set when the log is printed.
+    """
+    sentences = total(LATENT_SENTENCES)
+    if sentences == 0:  # a training step, or nothing in this batch
+        return
+    metrics.log_scalar("mi", total(MI_X_SENTENCES) / sentences, sentences, round=3)
+    metrics.log_scalar("mi_bound", total(MI_BOUND_X_SENTENCES) / sentences, sentences, round=3)
+    latent_dim = 0
+    while MEAN_SUM.format(latent_dim) in logging_outputs[0]:
+        latent_dim += 1
+    metrics.log_scalar_sum(_METER_SENTENCES, sentences)
+    for dim in range(latent_dim):
+        metrics.log_scalar_sum(_METER_MEAN_SUM.format(dim), total(MEAN_SUM.format(dim)))
+        metrics.log_scalar_sum(_METER_MEAN_SQUARE_SUM.format(dim), total(MEAN_SQUARE_SUM.format(dim)))
+    metrics.log_derived("active_units", lambda meters: _active_units_of(meters, latent_dim), priority=10)
