@@ -9,9 +9,16 @@ Where the time goes: the vocabulary projection and its softmax (2 x features x v
 FLOPs per token and sample). The VAE scorer therefore runs the decoder once over the batch
 repeated for many posterior samples at a time (a (samples x sentences) batch) and projects only
 real tokens, in row chunks small enough that the logits stay in the CPU's cache.
+
+Both take a ``precision`` context for their model calls (svae-eval's ``--bf16`` passes an
+autocast; :mod:`fairseq_svae.precision`). The softmax and all that follows it stay in fp32 or fp64
+whatever the context: :func:`~fairseq_svae.token_nll.token_nll` computes in fp32, and the importance
+weights and their log-sum-exp over samples (:mod:`fairseq_svae.importance_sampling`) run
+outside it, in fp64.
 """
 
-from typing import Callable, Dict, Optional
+import contextlib
+from typing import Callable, ContextManager, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -29,6 +36,7 @@ from fairseq_svae.token_nll import token_nll
 DECODER_TOKENS_PER_CALL = 32768
 
 Progress = Optional[Callable[[int], None]]
+Precision = Callable[[], ContextManager]
 
 
 def matmul_flops_per_token(module: nn.Module) -> int:
@@ -83,13 +91,15 @@ class SentenceVAEScorer:
     whatever the batching, thread count, device or ``--first-sentences``.
     """
 
-    def __init__(self, model, iw_samples: int, seed: int, max_logit_rows: int):
+    def __init__(self, model, iw_samples: int, seed: int, max_logit_rows: int,
+                 precision: Precision = contextlib.nullcontext):
         if iw_samples < 1:
             raise OptionError(f"--iw-samples must be >= 1, got {iw_samples}")
         self.model = model
         self.iw_samples = iw_samples
         self.seed = seed
         self.max_logit_rows = max(1, max_logit_rows)
+        self.precision = precision
         self.padding_idx = model.decoder.dictionary.pad()
 
     def flops_per_token(self) -> int:
@@ -121,15 +131,16 @@ class SentenceVAEScorer:
             count = min(per_call, samples - first)
             # Sample-major repetition: row s * B + b is sentence b with z = latent[first + s, b].
             z = latent[first:first + count].reshape(count * sentences, latent_dim)
-            features, _ = decoder(
-                prev_output_tokens.repeat(count, 1), encoder_out={LATENT: z}, features_only=True
-            )
             repeated_owner = (owner.unsqueeze(0) + sentences * torch.arange(
                 count, device=owner.device).unsqueeze(1)).reshape(-1)
-            nll = summed_token_nll(
-                softmax_nll_fn(decoder), features[is_token.repeat(count, 1)],
-                flat_target.repeat(count), repeated_owner, count * sentences, self.max_logit_rows,
-            )
+            with self.precision():
+                features, _ = decoder(
+                    prev_output_tokens.repeat(count, 1), encoder_out={LATENT: z}, features_only=True
+                )
+                nll = summed_token_nll(
+                    softmax_nll_fn(decoder), features[is_token.repeat(count, 1)],
+                    flat_target.repeat(count), repeated_owner, count * sentences, self.max_logit_rows,
+                )
             log_likelihood[first:first + count] = -nll.view(count, sentences)
             if progress is not None:
                 progress(count * tokens)
@@ -139,7 +150,8 @@ class SentenceVAEScorer:
     def score(self, sample: Dict, progress: Progress = None) -> Dict[str, torch.Tensor]:
         """Per-sentence results (fp64 except the posterior statistics) keyed by what they are."""
         net_input = sample["net_input"]
-        mean, logvar = self.model.encoder.posterior(net_input["src_tokens"], net_input["src_lengths"])
+        with self.precision():
+            mean, logvar = self.model.encoder.posterior(net_input["src_tokens"], net_input["src_lengths"])
         latent = self.posterior_samples(sample["id"].tolist(), mean, logvar)
         log_likelihood = self.log_likelihood(
             net_input["prev_output_tokens"], sample["target"], latent, progress
@@ -166,10 +178,12 @@ class LanguageModelScorer:
     what ``fairseq-eval-lm --sample-break-mode eos`` scores.
     """
 
-    def __init__(self, model, padding_idx: int, max_logit_rows: int):
+    def __init__(self, model, padding_idx: int, max_logit_rows: int,
+                 precision: Precision = contextlib.nullcontext):
         self.model = model
         self.padding_idx = padding_idx
         self.max_logit_rows = max(1, max_logit_rows)
+        self.precision = precision
 
     def flops_per_token(self) -> int:
         decoder = self.model.decoder
@@ -191,13 +205,14 @@ class LanguageModelScorer:
         decoder = self.model.decoder
         target = sample["target"]
         is_token = target.ne(self.padding_idx)
-        features, _ = decoder.extract_features(sample["net_input"]["prev_output_tokens"])
         if getattr(decoder, "adaptive_softmax", None) is None:
             nll_fn = softmax_nll_fn(decoder)
         else:
             nll_fn = self._normalized_nll
-        nll = summed_token_nll(nll_fn, features[is_token], target[is_token], sentence_owner(is_token),
-                               target.size(0), self.max_logit_rows)
+        with self.precision():
+            features, _ = decoder.extract_features(sample["net_input"]["prev_output_tokens"])
+            nll = summed_token_nll(nll_fn, features[is_token], target[is_token],
+                                   sentence_owner(is_token), target.size(0), self.max_logit_rows)
         tokens = is_token.sum(dim=1)
         if progress is not None:
             progress(int(tokens.sum()))

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from fairseq.models.lstm_lm import LSTMLanguageModel
 from fairseq.sequence_scorer import SequenceScorer
 from torch.distributions import Normal
+from torch.nn.utils.rnn import PackedSequence
 
 from fairseq_svae import sentence_scorer
 from fairseq_svae.criterions.annealed_elbo import AnnealedELBOCriterion
 from fairseq_svae.models.sentence_vae_encoder import LATENT
+from fairseq_svae.precision import cpu_bf16_autocast
 from fairseq_svae.sentence_scorer import LanguageModelScorer, SentenceVAEScorer
 from fairseq_svae.tasks.sentence_vae import SentenceVAETask, SentenceVAETaskConfig
 from model_helpers import WORDS, build_small_model, encode_sentences, small_dictionary
@@ -178,3 +180,56 @@ def test_language_model_scores_equal_fairseq_sequence_scorer(criterion):
                             dtype=torch.float64)
     assert torch.allclose(ours["nll"], expected, atol=1e-4)
     assert ours["tokens"].tolist() == [len(s.split()) + 1 for s in SENTENCES]
+
+
+def output_dtypes(modules):
+    """Record the dtype of every output of each named module: (dict name -> set, hook handles)."""
+    seen = {name: set() for name in modules}
+
+    def hook(name):
+        def record(module, inputs, output):
+            if isinstance(output, tuple) and not isinstance(output, PackedSequence):
+                output = output[0]  # an LSTM's (output, (h, c))
+            seen[name].add(output.data.dtype)  # .data: a packed sequence's tensor
+        return record
+
+    return seen, [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+
+
+def test_bf16_autocast_puts_only_the_vocabulary_projection_in_bf16():
+    model = build_small_model(seed=3).eval()
+    sample = make_sample(model.decoder.dictionary, SENTENCES)
+    fp32 = SentenceVAEScorer(model, iw_samples=4, seed=7, max_logit_rows=64).score(sample)
+    seen, handles = output_dtypes({
+        "encoder LSTM": model.encoder.lstm, "posterior head": model.encoder.to_posterior,
+        "z to state": model.decoder.latent_to_state, "decoder LSTM": model.decoder.lstm,
+        "vocabulary projection": model.decoder.output_projection,
+    })
+    bf16_scorer = SentenceVAEScorer(model, iw_samples=4, seed=7, max_logit_rows=64,
+                                    precision=cpu_bf16_autocast)
+    bf16 = bf16_scorer.score(sample)
+    for handle in handles:
+        handle.remove()
+    assert seen.pop("vocabulary projection") == {torch.bfloat16}
+    assert all(dtypes == {torch.float32} for dtypes in seen.values()), seen
+    # The encoder is all fp32, so the posterior and its samples are the fp32 ones; the sums
+    # over tokens and samples are fp64 whatever the logits were.
+    assert torch.equal(bf16["kl"], fp32["kl"]) and torch.equal(bf16["latent"], fp32["latent"])
+    assert bf16["iw_nll"].dtype == bf16["rec_nll"].dtype == torch.float64
+    assert torch.allclose(bf16["iw_nll"], fp32["iw_nll"], rtol=0.02)
+
+
+def test_language_model_scorer_takes_the_precision_context():
+    lm = small_language_model("cross_entropy")
+    sample = make_sample(lm.decoder.dictionary, SENTENCES)
+    fp32 = LanguageModelScorer(lm, lm.decoder.dictionary.pad(), max_logit_rows=5).score(sample)
+    entered = []
+
+    def precision():
+        entered.append(True)
+        return cpu_bf16_autocast()
+
+    bf16 = LanguageModelScorer(lm, lm.decoder.dictionary.pad(), max_logit_rows=5,
+                               precision=precision).score(sample)
+    assert entered and bf16["nll"].dtype == torch.float64
+    assert torch.allclose(bf16["nll"], fp32["nll"], rtol=0.02)

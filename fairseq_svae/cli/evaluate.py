@@ -12,7 +12,8 @@ counted the same way, so the two go in one table. ``--json FILE`` writes the num
 The parser is fairseq's validation parser (``--cpu``, ``--batch-size`` / ``--max-sentences``,
 ``--max-tokens``, ``--user-dir``, ``--seed``, ``--gen-subset``, ``--path``, ...) plus the options
 below; ``--first-sentences N`` scores a prefix of the split, for a quick look at an expensive
-evaluation. The work is done in :mod:`fairseq_svae.evaluation`.
+evaluation; ``--bf16`` scores in bfloat16 on a CPU or a GPU (``--fp16`` converts the model to
+half precision). The work is done in :mod:`fairseq_svae.evaluation`.
 """
 
 import logging
@@ -24,7 +25,8 @@ from fairseq import options
 import fairseq_svae  # noqa: F401  (registers the task and model: --user-dir is optional)
 from fairseq_svae.errors import OptionError, exit_on_user_error
 from fairseq_svae.evaluation import evaluate
-from fairseq_svae.evaluation.run import DEFAULT_LOGITS_MB
+from fairseq_svae.evaluation.run import DEFAULT_LOGITS_MB, FP16_WITH_BF16
+from fairseq_svae.importance_sampling import ACTIVE_UNIT_THRESHOLD
 
 PROG = "svae-eval"
 
@@ -41,7 +43,7 @@ def get_parser():
                        help="evaluate only the first N sentences of the split")
     group.add_argument("--json", default=None, metavar="FILE",
                        help="also write the results to FILE as JSON")
-    group.add_argument("--active-unit-threshold", type=float, default=0.01, metavar="V",
+    group.add_argument("--active-unit-threshold", type=float, default=ACTIVE_UNIT_THRESHOLD, metavar="V",
                        help="a latent dimension is active when the variance over the data of "
                             "its posterior mean exceeds V (Burda et al. 2016)")
     group.add_argument("--logits-memory-mb", type=float, default=None, metavar="MB",
@@ -49,7 +51,22 @@ def get_parser():
                             f"{DEFAULT_LOGITS_MB['cpu']} on a CPU, where it keeps them in cache, "
                             f"{DEFAULT_LOGITS_MB['cuda']} on a GPU)")
     # fmt: on
+    # fairseq's own option, which means a TPU run in its help; svae-eval reads it itself.
+    parser._option_string_actions["--bf16"].help = (
+        "score in bfloat16, under an autocast: on a CPU only the vocabulary projection runs in "
+        "bf16 (the softmax and the sums over samples stay fp32 or fp64); it pays on a GPU and "
+        "on CPUs with AVX512-BF16 or AMX, elsewhere it is several times slower than fp32")
     return parser
+
+
+def parse_args(argv):
+    try:
+        return options.parse_args_and_arch(get_parser(), argv)
+    except ValueError as error:
+        # fairseq 0.12 turns --bf16 into --tpu and refuses --fp16 with it in those words.
+        if "Cannot combine --fp16 and --tpu" in str(error):
+            raise OptionError(FP16_WITH_BF16) from error
+        raise
 
 
 def check_options(args) -> None:
@@ -71,7 +88,7 @@ def main(argv=None) -> dict:
         stream=sys.stdout,
         force=True,
     )
-    args = options.parse_args_and_arch(get_parser(), argv)
+    args = parse_args(argv)
     check_options(args)
     return evaluate(args)
 

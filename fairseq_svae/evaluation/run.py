@@ -1,26 +1,25 @@
-"""One svae-eval run: load, estimate the time, score every batch, report."""
+"""One svae-eval run: load, score every batch (estimating the time on the way), report."""
 
+import contextlib
+import functools
 import logging
 import os
 import sys
-import time
 
 import torch
 from fairseq import utils
 
-from fairseq_svae.errors import TooFewSentencesError
+from fairseq_svae.errors import OptionError, TooFewSentencesError
 from fairseq_svae.evaluation.inputs import SENTENCE_VAE, load_model, load_split, sentence_batches
 from fairseq_svae.evaluation.report import results_table, summarize, write_json
 from fairseq_svae.evaluation.time_estimate import (
-    PROBE_REPEATS,
-    PROBE_SAMPLES,
-    PROBE_SHARE,
+    ESTIMATE_SHARE,
+    RunClock,
     format_seconds,
     matmul_rate,
-    measure_rate,
-    probe_sample,
-    synchronize,
+    shuffled_order,
 )
+from fairseq_svae.precision import BF16, cpu_bf16_autocast, warn_unless_native_bf16
 from fairseq_svae.sentence_scorer import LanguageModelScorer, SentenceVAEScorer
 
 logger = logging.getLogger("fairseq_svae.evaluation")
@@ -29,6 +28,28 @@ logger = logging.getLogger("fairseq_svae.evaluation")
 # makes the softmax pass over it about 1.5x faster than a chunk that streams through memory;
 # a GPU wants large calls.
 DEFAULT_LOGITS_MB = {"cpu": 8, "cuda": 256}
+
+FP16_WITH_BF16 = "--fp16 and --bf16 cannot be combined: keep one"
+
+
+def scoring_precision(args, model, device: torch.device):
+    """("fp32" | "fp16" | "bf16", the context of the scorers' model calls); converts ``model``
+    for --fp16.
+
+    --bf16 is an autocast on either device, so the weights stay fp32: on a CPU the plugin's
+    (:mod:`fairseq_svae.precision`: only the vocabulary projection in bf16), on a GPU torch's.
+    """
+    if args.fp16 and args.bf16:
+        raise OptionError(FP16_WITH_BF16)
+    if args.fp16:
+        model.half()
+        return "fp16", contextlib.nullcontext
+    if not args.bf16:
+        return "fp32", contextlib.nullcontext
+    if device.type == "cpu":
+        warn_unless_native_bf16("--bf16")
+        return "bf16", cpu_bf16_autocast
+    return "bf16", functools.partial(torch.autocast, device.type, dtype=BF16)
 
 
 def evaluate(args) -> dict:
@@ -40,8 +61,7 @@ def evaluate(args) -> dict:
     data_task, dataset = load_split(args.data, args.gen_subset)
     model, kind, arch = load_model(args.path, args.data, data_task)
     model.eval().to(device)
-    if args.fp16:
-        model.half()
+    precision, precision_context = scoring_precision(args, model, device)
 
     indices, batches = sentence_batches(dataset, args.first_sentences, args.max_tokens, args.batch_size)
     if kind == SENTENCE_VAE and len(indices) < 2:
@@ -57,48 +77,35 @@ def evaluate(args) -> dict:
 
     pad = data_task.dictionary.pad()
     if kind == SENTENCE_VAE:
-        scorer = SentenceVAEScorer(model, args.iw_samples, args.seed, max_logit_rows)
-        probe = SentenceVAEScorer(model, min(args.iw_samples, PROBE_SAMPLES), args.seed, max_logit_rows)
+        scorer = SentenceVAEScorer(model, args.iw_samples, args.seed, max_logit_rows, precision_context)
     else:
-        scorer = probe = LanguageModelScorer(model, pad, max_logit_rows)
+        scorer = LanguageModelScorer(model, pad, max_logit_rows, precision_context)
 
     tokens = int(dataset.num_tokens_vec(indices).sum())
     total_flops = tokens * scorer.flops_per_token()
     threads = torch.get_num_threads() if device.type == "cpu" else None
     hardware = f"{threads} CPU thread{'s' if threads != 1 else ''}" if threads else "the GPU"
     machine_rate = matmul_rate(device)
-    probe_tokens = PROBE_SHARE * total_flops / ((1 + PROBE_REPEATS) * probe.flops_per_token())
-    probe_batch = probe_sample(dataset, batches, probe_tokens)
-    model_rate = measure_rate(probe, utils.move_to_cuda(probe_batch) if use_cuda else probe_batch,
-                              device, PROBE_REPEATS)
-    expected = total_flops / model_rate
     logger.info(
         "%s %s (%s) on %s: %d sentences, %d tokens incl. </s>%s",
         kind, arch, args.path, f"{args.data}/{args.gen_subset}", len(indices), tokens,
         f", K = {args.iw_samples} posterior samples" if kind == SENTENCE_VAE else "",
     )
     logger.info(
-        "expected time: %s (%.3g FLOPs at %.1f GFLOP/s, measured on this model with %s; "
-        "fp32 matmul peak %.1f GFLOP/s)",
-        format_seconds(expected), total_flops, model_rate / 1e9, hardware, machine_rate / 1e9,
+        "%.3g FLOPs in %s on %s (fp32 matmul peak %.1f GFLOP/s); the expected time follows "
+        "once %.0f%% of them are done",
+        total_flops, precision, hardware, machine_rate / 1e9, 100 * ESTIMATE_SHARE,
     )
 
     samples = args.iw_samples if kind == SENTENCE_VAE else 1
-    progress = tqdm_bar(total=tokens * samples, disable=args.no_progress_bar)
-    start = time.perf_counter()
-    results = []
-    for batch in batches:
-        sample = dataset.collater([dataset[int(i)] for i in batch])
-        if use_cuda:
-            sample = utils.move_to_cuda(sample)
-        results.append(scorer.score(sample, progress=progress.update))
-    synchronize(device)
-    progress.close()
-    seconds = time.perf_counter() - start
+    results, clock = score_batches(scorer, dataset, batches, tokens * samples, total_flops, device,
+                                   args.seed, args.no_progress_bar)
+    seconds = clock.stop()
     achieved = total_flops / max(seconds, 1e-9)
     logger.info(
         "done in %s (expected %s): %.1f GFLOP/s, %.0f%% of the fp32 matmul peak",
-        format_seconds(seconds), format_seconds(expected), achieved / 1e9, 100 * achieved / machine_rate,
+        format_seconds(seconds), format_seconds(clock.expected), achieved / 1e9,
+        100 * achieved / machine_rate,
     )
 
     summary = summarize(kind, results, args.active_unit_threshold)
@@ -108,8 +115,11 @@ def evaluate(args) -> dict:
         "data": args.data,
         "split": args.gen_subset,
         "seed": args.seed,
+        "precision": precision,
         "flops": total_flops,
-        "expected_seconds": expected,
+        "expected_seconds": clock.expected,
+        # The share of the work the expected time was measured on.
+        "expected_from_share": clock.measured_share,
         "seconds": seconds,
         "threads": threads,
         "matmul_peak_flops_per_second": machine_rate,
@@ -120,6 +130,27 @@ def evaluate(args) -> dict:
     if args.json:
         write_json(args.json, summary)
     return summary
+
+
+def score_batches(scorer, dataset, batches, total_work: int, total_flops: float,
+                  device: torch.device, seed: int, no_progress_bar: bool):
+    """(each batch's results in batch order, the run's clock): the batches scored in a seeded
+    random order, so that the clock's early estimate sees a fair mix of sentence lengths."""
+    bar = tqdm_bar(total=total_work, disable=no_progress_bar)
+    clock = RunClock(total_work, total_flops, device)
+
+    def progress(work: int) -> None:
+        bar.update(work)
+        clock.update(work)
+
+    results = [None] * len(batches)
+    for position in shuffled_order(len(batches), seed):
+        sample = dataset.collater([dataset[int(i)] for i in batches[position]])
+        if device.type == "cuda":
+            sample = utils.move_to_cuda(sample)
+        results[position] = scorer.score(sample, progress=progress)
+    bar.close()
+    return results, clock
 
 
 def tqdm_bar(total: int, disable: bool):
