@@ -28,7 +28,7 @@ fi
 fairseq-train "$work/data-bin" --user-dir "$user_dir" \
   --task sentence_vae --arch sentence_vae_bowman \
   --criterion annealed_elbo --kl-schedule linear --kl-anneal-updates $((max_update / 2)) --free-bits 0.3 \
-  --optimizer adam --lr 1e-3 --batch-size 32 --max-update "$max_update" \
+  --optimizer fused_adam --lr 1e-3 --batch-size 32 --max-update "$max_update" \
   --cpu --num-workers 0 --seed 1 \
   --save-dir "$work/checkpoints" --no-epoch-checkpoints \
   --log-format simple --log-interval 50

@@ -1,0 +1,158 @@
+"""The NLL-MI frontier of examples/brown: each setting scored the same way, one table, one plot.
+
+For every setting it runs the real commands and keeps their figures:
+
+- ``svae-eval`` (importance-weighted NLL with ``--iw-samples`` samples, negative ELBO, KL, mutual
+  information over the whole split, active units) or, for a language model, its exact NLL;
+- greedy reconstruction BLEU from the posterior mean: ``fairseq-generate --beam 1`` on the split,
+  scored by sacreBLEU against the references as the dictionary sees them (``<unk>`` included);
+- the training cost read from the JSON training logs: updates and wall time (for a two-stage
+  setting both stages' logs are summed).
+
+    python examples/brown/frontier.py --data-bin runs/brown-recipe/data-bin --split valid \\
+        --iw-samples 500 --out-dir runs/brown-recipe/frontier \\
+        --setting "lstm_lm=runs/brown-recipe/lm/checkpoint_best.pt:runs/brown-recipe/lm.log" \\
+        --setting "free bits 0.3=runs/brown-recipe/vae/checkpoint_best.pt:runs/brown-recipe/vae.log" \\
+        --setting "Li et al. + BN 1.0=runs/li/checkpoint_best.pt:runs/ae.log:runs/li.log"
+
+writes ``frontier.json`` (every figure of every setting), ``frontier.md`` (the table) and
+``frontier.png`` (IW-NLL against MI, one point per setting, the language model as a line) in
+``--out-dir``, and one JSON per setting beside them. Choose settings on ``valid``; report the
+chosen ones on ``test``.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+USER_DIR = Path(__file__).resolve().parents[2] / "fairseq_svae"
+BLEU_LINE = re.compile(r"BLEU = ([\d.]+)")
+
+
+def parse_setting(text: str):
+    """'NAME=CHECKPOINT:LOG[:LOG...]' -> (name, checkpoint, [logs])."""
+    name, sep, paths = text.partition("=")
+    parts = paths.split(":")
+    if not sep or len(parts) < 2:
+        sys.exit(f"--setting {text!r}: expected NAME=CHECKPOINT:TRAIN_LOG[:TRAIN_LOG...]")
+    return name, parts[0], parts[1:]
+
+
+def training_cost(logs):
+    """Updates and wall-clock seconds of the training runs whose JSON logs are ``logs``."""
+    updates = seconds = 0.0
+    for log in logs:
+        last_train = None
+        for line in Path(log).read_text(encoding="utf-8").splitlines():
+            if "| train | " in line and line.rstrip().endswith("}"):
+                last_train = json.loads(line.split("| train | ", 1)[1])
+        if last_train is None:
+            sys.exit(f"{log}: no '| train |' record; pass logs of fairseq-train --log-format json")
+        updates += float(last_train["train_num_updates"])
+        seconds += float(last_train["train_wall"])
+    return int(updates), seconds
+
+
+def run(command, env=None):
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True,
+                            env=dict(os.environ, **(env or {})))
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed:\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
+def score(args, name, checkpoint, out: Path) -> dict:
+    json_path = out / (re.sub(r"[^\w.+-]+", "_", name) + ".json")
+    command = [BIN / "svae-eval", args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
+               "--gen-subset", args.split, "--iw-samples", args.iw_samples, "--cpu", "--seed", "1",
+               "--json", json_path, "--no-progress-bar"]
+    if args.first_sentences:
+        command += ["--first-sentences", args.first_sentences]
+    run(command)
+    figures = json.loads(json_path.read_text())
+    if figures["model"] == "sentence_vae":
+        generated = run([BIN / "fairseq-generate", args.data_bin, "--user-dir", USER_DIR, "--task", "sentence_vae",
+                         "--path", checkpoint, "--gen-subset", args.split, "--beam", "1", "--batch-size", "200",
+                         "--scoring", "sacrebleu", "--cpu", "--quiet"])
+        match = BLEU_LINE.search(generated)
+        figures["greedy_reconstruction_bleu"] = float(match.group(1)) if match else None
+    return figures
+
+
+def table(rows, lm_nll) -> str:
+    columns = ["setting", "IW-NLL", "PPL", "-ELBO", "KL", "MI", "AU", "recon BLEU", "updates",
+               "wall", "NLL - LM"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        f = row["figures"]
+        vae = f["model"] == "sentence_vae"
+
+        def cell(key, digits=2):
+            return f"{f[key]:.{digits}f}" if vae and f.get(key) is not None else "–"
+
+        cells = [row["name"], f"{f['nll']:.2f}", f"{f['ppl']:.1f}", cell("neg_elbo"), cell("kl"), cell("mi"),
+                 f"{f['active_units']}/{f['latent_dim']}" if vae else "–", cell("greedy_reconstruction_bleu", 1),
+                 str(row["updates"]), f"{row['seconds'] / 60:.0f} min",
+                 "–" if lm_nll is None else f"{f['nll'] - lm_nll:+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, lm_nll, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        f = row["figures"]
+        if f["model"] == "sentence_vae":
+            axes.scatter(f["mi"], f["nll"])
+            axes.annotate(row["name"], (f["mi"], f["nll"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if lm_nll is not None:
+        axes.axhline(lm_nll, linestyle="--", color="gray", label="lstm_lm (exact NLL)")
+        axes.legend(loc="best", fontsize=8)
+    axes.set_xlabel("mutual information I(x; z), nats")
+    axes.set_ylabel("NLL per sentence, nats (VAE: IW bound)")
+    axes.set_title("Brown: NLL against MI")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-bin", required=True)
+    parser.add_argument("--split", default="valid")
+    parser.add_argument("--iw-samples", type=int, default=500)
+    parser.add_argument("--first-sentences", type=int, default=None)
+    parser.add_argument("--setting", action="append", required=True, metavar="NAME=CHECKPOINT:LOG[:LOG]")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for text in args.setting:
+        name, checkpoint, logs = parse_setting(text)
+        updates, seconds = training_cost(logs)
+        print(f"-- {name}: {updates} updates, {seconds / 60:.0f} min of training; scoring ...", flush=True)
+        rows.append({"name": name, "checkpoint": checkpoint, "logs": logs, "updates": updates,
+                     "seconds": seconds, "figures": score(args, name, checkpoint, args.out_dir)})
+    lm_nll = next((r["figures"]["nll"] for r in rows if r["figures"]["model"] != "sentence_vae"), None)
+    summary = {"split": args.split, "iw_samples": args.iw_samples, "first_sentences": args.first_sentences,
+               "data": args.data_bin, "settings": rows}
+    (args.out_dir / "frontier.json").write_text(json.dumps(summary, indent=2) + "\n")
+    markdown = table(rows, lm_nll)
+    (args.out_dir / "frontier.md").write_text(markdown + "\n")
+    plot(rows, lm_nll, args.out_dir / "frontier.png")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
