@@ -1,15 +1,21 @@
 """Negative log-likelihood of target tokens from vocabulary logits: the one home of that formula.
 
 ``token_nll`` equals ``F.cross_entropy(logits, target, reduction="none")`` but is about twice as
-fast on a CPU at vocabulary sizes like Brown's (19k): it makes one exp pass over the logits and
-keeps those exponentials for the backward pass, which is then one multiply plus a scatter,
-where ``log_softmax`` + ``nll_loss`` recompute the exponentials and build a dense one-hot
-gradient. The softmax over the vocabulary is the largest element-wise cost of a training step.
-The computation is in fp32 whatever the input dtype (the gradient comes back in that dtype).
+fast on a CPU at vocabulary sizes like Brown's (19k): one fused softmax pass over the logits
+(max, exponentials and their sum row by row, while a row is in cache), whose probabilities are
+kept for the backward pass, which is then one multiply plus a scatter, where ``log_softmax`` +
+``nll_loss`` recompute the exponentials and build a dense one-hot gradient. The softmax over the
+vocabulary is the largest element-wise cost of a training step. The computation is in fp32
+whatever the input dtype (the gradient comes back in that dtype).
 """
 
 import torch
 from torch.autograd.function import once_differentiable
+
+
+# Below this probability -log(p) is taken from the logits instead (log-sum-exp minus the
+# target's logit): a probability that underflows fp32 (below ~1e-38) would give an infinite NLL.
+SMALLEST_PROBABILITY = 1e-30
 
 
 class _TokenNLL(torch.autograd.Function):
@@ -17,27 +23,26 @@ class _TokenNLL(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         input_dtype = logits.dtype
         logits = logits.float()
-        max_logit = logits.amax(dim=-1, keepdim=True)
-        shifted = torch.sub(logits, max_logit)
-        # nll = log sum exp(shifted) - shifted[target]: both terms relative to the maximum,
-        # so a large common offset of the logits costs no precision.
-        target_shifted = shifted.gather(-1, target.unsqueeze(-1))
-        exponentials = shifted.exp_()
-        sum_exp = exponentials.sum(dim=-1, keepdim=True)
-        nll = (sum_exp.log() - target_shifted).squeeze(-1)
-        ctx.save_for_backward(exponentials, sum_exp, target)
+        probabilities = torch.softmax(logits, dim=-1)
+        target_probability = probabilities.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        nll = target_probability.log().neg_()
+        tiny = (target_probability < SMALLEST_PROBABILITY).nonzero().squeeze(1)
+        if tiny.numel() > 0:
+            rows = logits.index_select(0, tiny)
+            nll[tiny] = torch.logsumexp(rows, dim=-1) - rows.gather(-1, target[tiny].unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(probabilities, target)
         ctx.input_dtype = input_dtype
         return nll
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_nll: torch.Tensor):
-        exponentials, sum_exp, target = ctx.saved_tensors
+        probabilities, target = ctx.saved_tensors
         grad_nll = grad_nll.float().unsqueeze(-1)
-        # d nll_i / d logit_ij = softmax_ij - [j == target_i]. The saved exponentials are not
+        # d nll_i / d logit_ij = softmax_ij - [j == target_i]. The saved probabilities are not
         # needed again, so they become the gradient in place (no 4-byte x vocabulary x tokens
         # allocation); a second backward would fail autograd's version check, not go wrong.
-        grad_logits = exponentials.mul_(grad_nll / sum_exp)
+        grad_logits = probabilities.mul_(grad_nll)
         grad_logits.scatter_add_(-1, target.unsqueeze(-1), -grad_nll)
         return grad_logits.to(ctx.input_dtype), None
 

@@ -33,3 +33,17 @@ def test_token_nll_is_stable_for_extreme_logits():
 def test_token_nll_rejects_misshaped_input():
     with pytest.raises(ValueError, match="expects logits"):
         token_nll(torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_an_underflowing_target_probability_keeps_exact_loss_and_gradient():
+    # The target's probability (e^-200) underflows fp32's softmax; the NLL and its gradient
+    # must still be those of cross_entropy, computed in fp64.
+    logits = torch.tensor([[200.0, 0.0, 1.0], [0.5, 0.2, 0.1]], requires_grad=True)
+    target = torch.tensor([1, 0])
+    nll = token_nll(logits, target)
+    (grad,) = torch.autograd.grad(nll.sum(), logits)
+    reference = logits.detach().double().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(reference, target, reduction="none")
+    (expected_grad,) = torch.autograd.grad(expected.sum(), reference)
+    assert torch.allclose(nll.double(), expected, atol=1e-4)
+    assert torch.allclose(grad.double(), expected_grad, atol=1e-6)

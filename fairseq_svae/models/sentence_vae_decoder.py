@@ -5,10 +5,10 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 from fairseq.models import FairseqIncrementalDecoder
-from fairseq.modules import FairseqDropout
 from torch import Tensor
 
 from fairseq_svae.errors import OptionError
+from fairseq_svae.models.dropout import Dropout
 from fairseq_svae.models.sentence_vae_encoder import LATENT
 from fairseq_svae.precision import full_precision
 
@@ -43,7 +43,7 @@ class SentenceVAEDecoder(FairseqIncrementalDecoder):
         self.num_layers = num_layers
         self.word_dropout = word_dropout
         self.feed_latent = feed_latent
-        self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
+        self.dropout_module = Dropout(dropout, module_name=self.__class__.__name__)
         input_size = embed_tokens.embedding_dim + (latent_dim if feed_latent else 0)
         self.lstm = nn.LSTM(
             input_size=input_size,

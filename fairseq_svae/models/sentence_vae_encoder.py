@@ -5,10 +5,10 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 from fairseq.models import FairseqEncoder
-from fairseq.modules import FairseqDropout
 from torch import Tensor
 
 from fairseq_svae.gaussian import clamp_logvar, reparameterize
+from fairseq_svae.models.dropout import Dropout
 from fairseq_svae.precision import full_precision
 
 # Keys of the encoder output. Every value is a (batch, latent_dim) tensor or None, which keeps
@@ -31,7 +31,7 @@ class SentenceVAEEncoder(FairseqEncoder):
                  bidirectional: bool, latent_dim: int, dropout: float, mean_bn_gamma: float = 0.0):
         super().__init__(dictionary)
         self.embed_tokens = embed_tokens
-        self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
+        self.dropout_module = Dropout(dropout, module_name=self.__class__.__name__)
         self.lstm = nn.LSTM(
             input_size=embed_tokens.embedding_dim,
             hidden_size=hidden_size,
