@@ -119,6 +119,7 @@ def plot(rows, lm_nll, path: Path) -> None:
     if lm_nll is not None:
         axes.axhline(lm_nll, linestyle="--", color="gray", label="lstm_lm (exact NLL)")
         axes.legend(loc="best", fontsize=8)
+    axes.margins(x=0.3, y=0.1)  # room for the labels
     axes.set_xlabel("mutual information I(x; z), nats")
     axes.set_ylabel("NLL per sentence, nats (VAE: IW bound)")
     axes.set_title("Brown: NLL against MI")
