@@ -15,12 +15,7 @@ epochs=${EPOCHS:-6}
 user_dir=$(svae-user-dir)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 
-python "$here/extract_corpus.py" "$work/text" > /dev/null
-if [ ! -f "$work/data-bin/dict.txt" ]; then
-  fairseq-preprocess --only-source \
-    --trainpref "$work/text/train.txt" --validpref "$work/text/valid.txt" --testpref "$work/text/test.txt" \
-    --thresholdsrc 3 --destdir "$work/data-bin" --workers 2
-fi
+bash "$here/prepare_data.sh" "$work"
 
 common=(--optimizer adam --lr 1e-3 --batch-size 32 --max-epoch "$epochs" --cpu --num-workers 0 --seed 1
         --log-format json --log-interval 100 --no-epoch-checkpoints)

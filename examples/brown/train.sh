@@ -14,13 +14,7 @@ work=${WORK_DIR:-runs/brown-small}
 max_update=${MAX_UPDATE:-600}
 user_dir=$(svae-user-dir)
 
-python "$here/extract_corpus.py" "$work/text" > /dev/null
-
-if [ ! -f "$work/data-bin/dict.txt" ]; then
-  fairseq-preprocess --only-source \
-    --trainpref "$work/text/train.txt" --validpref "$work/text/valid.txt" --testpref "$work/text/test.txt" \
-    --thresholdsrc 3 --destdir "$work/data-bin" --workers 2
-fi
+bash "$here/prepare_data.sh" "$work"
 
 # Free bits: below 0.3 nats per latent dimension (averaged over the batch) the KL term stops
 # pulling q(z|x) towards the prior, so the KL cannot collapse to zero (it may still sit below
