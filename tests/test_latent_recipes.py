@@ -4,10 +4,9 @@ training of Li et al. (an autoencoder's encoder, a fresh decoder)."""
 import pytest
 import torch
 
-from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
 from fairseq_svae.checkpoint_io import load_checkpoint_state
+from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
 from fairseq_svae.gaussian import kl_to_standard_normal
-from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_MEAN
 
 from conftest import PLUGIN_DIR, json_log_records, run_command, train_args
 from model_helpers import build_small_model, encode_sentences, small_dictionary

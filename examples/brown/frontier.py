@@ -23,7 +23,6 @@ chosen ones on ``test``.
 
 import argparse
 import json
-import math
 import os
 import re
 import subprocess
