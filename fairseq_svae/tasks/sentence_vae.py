@@ -17,9 +17,12 @@ import numpy as np
 from fairseq import utils
 from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.logging import metrics
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, DictConfig, open_dict
 
+from fairseq_svae.checkpoint_io import load_checkpoint_state
+from fairseq_svae.criterions.annealed_elbo import LATENT_SENTENCES, MI_X_SENTENCES
 from fairseq_svae.data import SentencePairDataset, TruncatedSentenceDataset
 from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
 from fairseq_svae.errors import DictionaryMismatchError, MissingDataError, OptionError
@@ -37,6 +40,14 @@ from fairseq_svae.preprocess_hints import (
     new_corpus_command,
 )
 from fairseq_svae.sentence_vae_checkpoint import require_sentence_vae
+from fairseq_svae.tasks.aggressive_encoder import (
+    ENCODER_STEPS,
+    AggressiveEncoderUpdates,
+    AggressiveSchedule,
+    encoder_only_parameters,
+    encoder_steps_of,
+    restored_checkpoint_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +108,39 @@ class SentenceVAETaskConfig(FairseqDataclass):
                           "master weights and optimizer state in fp32; pays only on CPUs with "
                           "AVX512-BF16 or AMX (on a GPU use --fp16 or --amp)"},
     )
+    # He et al. 2019's aggressive encoder updates; see fairseq_svae.tasks.aggressive_encoder.
+    aggressive_encoder_updates: bool = field(
+        default=False,
+        metadata={"help": "He et al. 2019: before each update, train the encoder alone on random "
+                          "training batches until its loss stops falling, then update the decoder "
+                          "alone; the phase ends at the first validation whose valid_mi does not "
+                          "rise (costs several times an ordinary update while it lasts)"},
+    )
+    aggressive_max_encoder_steps: int = field(
+        default=AggressiveSchedule.max_encoder_steps,
+        metadata={"help": "with --aggressive-encoder-updates: at most this many encoder steps "
+                          "before an update"},
+    )
+    aggressive_window: int = field(
+        default=AggressiveSchedule.window,
+        metadata={"help": "with --aggressive-encoder-updates: the encoder steps stop when the loss "
+                          "per token of a window of this many steps is not below the previous window's"},
+    )
+    aggressive_max_updates: int = field(
+        default=AggressiveSchedule.max_updates,
+        metadata={"help": "with --aggressive-encoder-updates: end the phase at this update even if "
+                          "valid_mi still rises, to bound its cost (0: no limit)"},
+    )
     seed: int = II("common.seed")
     bf16: bool = II("common.bf16")
     fp16: bool = II("common.fp16")
+    # Where fairseq-train resumes from: its trainer restores everything but the task state,
+    # which the aggressive phase reads back itself.
+    train_subset: str = II("dataset.train_subset")
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
+    checkpoint_suffix: str = II("checkpoint.checkpoint_suffix")
+    continue_once: Optional[str] = II("checkpoint.continue_once")
 
 
 @register_task("sentence_vae", dataclass=SentenceVAETaskConfig)
@@ -108,6 +149,16 @@ class SentenceVAETask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self._bf16_checked = False
+        self.aggressive = (
+            AggressiveEncoderUpdates(
+                AggressiveSchedule(cfg.aggressive_max_encoder_steps, cfg.aggressive_window,
+                                   cfg.aggressive_max_updates),
+                seed=cfg.seed,
+            )
+            if cfg.aggressive_encoder_updates else None
+        )
+        self._aggressive_resume_checked = False
+        self._encoder_fitted_for_update: Optional[int] = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceVAETaskConfig, **kwargs):
@@ -193,12 +244,51 @@ class SentenceVAETask(FairseqTask):
         # The KL weight follows the update count; fairseq 0.12 tells only the model about it.
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
+        aggressive = self.aggressive is not None and self._aggressive_phase(update_num)
+        encoder_steps = None
+        # Once per update, however many batches --update-freq accumulates into it.
+        if aggressive and self._encoder_fitted_for_update != update_num:
+            encoder_steps = self.aggressive.fit_encoder(
+                model, criterion, self.dataset(self.cfg.train_subset), lr=optimizer.get_lr(),
+                update_num=update_num, batch_sentences=sample["target"].size(0),
+                max_positions=self.max_positions()[0], precision=lambda: self.precision(model),
+            )
+            self._encoder_fitted_for_update = update_num
         with self.precision(model):
-            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            loss, sample_size, logging_output = super().train_step(
+                sample, model, criterion, optimizer, update_num, ignore_grad
+            )
+        if aggressive:
+            # This update is the decoder's: the encoder stays where its own steps left it.
+            for param in encoder_only_parameters(model):
+                param.grad = None
+        if self.aggressive is not None:  # 0 once the phase is over: the log shows it ended
+            logging_output[ENCODER_STEPS] = encoder_steps or 0
+        return loss, sample_size, logging_output
+
+    def _aggressive_phase(self, update_num: int) -> bool:
+        if not self._aggressive_resume_checked:
+            self._aggressive_resume_checked = True
+            path = restored_checkpoint_path(self.cfg.save_dir, self.cfg.restore_file,
+                                            self.cfg.checkpoint_suffix, self.cfg.continue_once)
+            if update_num > 0 and path is not None:
+                saved = load_checkpoint_state(path).get("task_state", {})
+                if AggressiveEncoderUpdates.STATE_KEY in saved:
+                    self.aggressive.load_state_dict(saved[AggressiveEncoderUpdates.STATE_KEY])
+        return self.aggressive.is_active(update_num)
 
     def valid_step(self, sample, model, criterion):
         with self.precision(model):
-            return super().valid_step(sample, model, criterion)
+            loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.aggressive is not None:
+            self.aggressive.record_validation(logging_output, MI_X_SENTENCES, LATENT_SENTENCES)
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        encoder_steps = encoder_steps_of(logging_outputs)
+        if encoder_steps is not None:
+            metrics.log_scalar("encoder_steps", encoder_steps, round=1)
 
     def precision(self, model):
         """The autocast context of a training or validation step (a no-op without --cpu-bf16)."""
@@ -240,6 +330,8 @@ class SentenceVAETask(FairseqTask):
         # Saved in every checkpoint, so loading it with another dict.txt fails clearly.
         state = dict(super().state_dict())
         state[DICTIONARY_STATE_KEY] = dictionary_fingerprint(self.dictionary)
+        if self.aggressive is not None:
+            state[AggressiveEncoderUpdates.STATE_KEY] = self.aggressive.state_dict()
         return state
 
     def load_state_dict(self, state_dict):
@@ -255,6 +347,9 @@ class SentenceVAETask(FairseqTask):
                 f"your text against that dictionary: "
                 + against_dictionary_command("TRAINING_DATA_DIR/dict.txt", "data-bin/mytext")
             )
+        if self.aggressive is not None and AggressiveEncoderUpdates.STATE_KEY in state_dict:
+            self.aggressive.load_state_dict(state_dict[AggressiveEncoderUpdates.STATE_KEY])
+            self._aggressive_resume_checked = True
         super().load_state_dict(state_dict)
 
     @property
