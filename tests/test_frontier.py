@@ -28,3 +28,36 @@ def test_the_frontier_scores_each_setting_and_reads_its_training_cost(data_bin, 
     table = (out / "frontier.md").read_text()
     assert "| small vae |" in table and "| twice |" in table and "small vae" in result.stdout
     assert (out / "frontier.png").stat().st_size > 0
+
+
+def test_a_frontier_grows_reading_back_what_it_scored_before(data_bin, trained_model, tmp_path):
+    save_dir, log_text = trained_model
+    log = tmp_path / "vae.log"
+    log.write_text(log_text)
+    out = tmp_path / "frontier"
+    checkpoint = save_dir / "checkpoint_best.pt"
+    command = ["python", REPO / "examples" / "brown" / "frontier.py", "--data-bin", data_bin, "--split", "valid",
+               "--iw-samples", "2", "--first-sentences", "20", "--out-dir", out,
+               "--setting", f"small vae={checkpoint}:{log}"]
+    first = run_command(*command)
+    assert "read back" not in first.stdout
+    scores = out / "small_vae.json"
+    figures = json.loads(scores.read_text())
+    assert figures["frontier_protocol"] == {"split": "valid", "iw_samples": 2, "first_sentences": 20}
+
+    # Again, with a row scored elsewhere (a bare svae-eval JSON without a training log).
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(dict(figures, greedy_reconstruction_bleu=None)))
+    second = run_command(*command, "--setting", f"scored elsewhere={elsewhere}")
+    assert "small_vae.json: scored before with this protocol, read back" in second.stdout
+    summary = json.loads((out / "frontier.json").read_text())
+    assert summary["settings"][0]["figures"] == figures
+    assert summary["settings"][1]["updates"] is None
+    assert "| scored elsewhere |" in (out / "frontier.md").read_text()
+
+    # Another protocol, or --rescore, scores again.
+    third = run_command(*[c if c != "20" else "21" for c in command])
+    assert "read back" not in third.stdout
+    assert json.loads(scores.read_text())["sentences"] == 21
+    fourth = run_command(*[c if c != "20" else "21" for c in command], "--rescore")
+    assert "read back" not in fourth.stdout

@@ -19,6 +19,12 @@ writes ``frontier.json`` (every figure of every setting), ``frontier.md`` (the t
 ``frontier.png`` (IW-NLL against MI, one point per setting, the language model as a line) in
 ``--out-dir``, and one JSON per setting beside them. Choose settings on ``valid``; report the
 chosen ones on ``test``.
+
+A frontier grows one setting at a time: a setting whose JSON in ``--out-dir`` was scored with the
+same split, ``--iw-samples`` and ``--first-sentences`` and is newer than its checkpoint is read
+back instead of scored again (an hour of K = 500 on test); ``--rescore`` scores everything anew.
+A setting scored elsewhere can be given as ``NAME=SVAE_EVAL.json[:LOG...]``: its figures are
+taken as they are (no reconstruction BLEU unless the file has one; no cost without logs).
 """
 
 import argparse
@@ -35,16 +41,21 @@ BLEU_LINE = re.compile(r"BLEU = ([\d.]+)")
 
 
 def parse_setting(text: str):
-    """'NAME=CHECKPOINT:LOG[:LOG...]' -> (name, checkpoint, [logs])."""
+    """'NAME=CHECKPOINT:LOG[:LOG...]' or 'NAME=SCORES.json[:LOG...]' -> (name, path, [logs])."""
     name, sep, paths = text.partition("=")
     parts = paths.split(":")
-    if not sep or len(parts) < 2:
-        sys.exit(f"--setting {text!r}: expected NAME=CHECKPOINT:TRAIN_LOG[:TRAIN_LOG...]")
+    scored = parts[0].endswith(".json")
+    if not sep or not parts[0] or (len(parts) < 2 and not scored):
+        sys.exit(f"--setting {text!r}: expected NAME=CHECKPOINT:TRAIN_LOG[:TRAIN_LOG...] "
+                 f"or NAME=SVAE_EVAL.json[:TRAIN_LOG...]")
     return name, parts[0], parts[1:]
 
 
 def training_cost(logs):
-    """Updates and wall-clock seconds of the training runs whose JSON logs are ``logs``."""
+    """Updates and wall-clock seconds of the training runs whose JSON logs are ``logs``
+    (None, None without logs)."""
+    if not logs:
+        return None, None
     updates = seconds = 0.0
     for log in logs:
         last_train = None
@@ -66,8 +77,30 @@ def run(command, env=None):
     return result.stdout + result.stderr
 
 
+def protocol(args) -> dict:
+    """What makes two scorings of a checkpoint comparable."""
+    return {"split": args.split, "iw_samples": args.iw_samples, "first_sentences": args.first_sentences}
+
+
+def earlier_scores(args, checkpoint, json_path: Path):
+    """The figures of an earlier run of this script on the same checkpoint and protocol, if current."""
+    if args.rescore or not json_path.exists():
+        return None
+    figures = json.loads(json_path.read_text())
+    same = figures.get("frontier_protocol") == protocol(args) and figures.get("checkpoint") == str(checkpoint)
+    if same and json_path.stat().st_mtime >= Path(checkpoint).stat().st_mtime:
+        return figures
+    return None
+
+
 def score(args, name, checkpoint, out: Path) -> dict:
+    if checkpoint.endswith(".json"):  # scored elsewhere
+        return json.loads(Path(checkpoint).read_text())
     json_path = out / (re.sub(r"[^\w.+-]+", "_", name) + ".json")
+    figures = earlier_scores(args, checkpoint, json_path)
+    if figures is not None:
+        print(f"   {json_path}: scored before with this protocol, read back", flush=True)
+        return figures
     command = [BIN / "svae-eval", args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
                "--gen-subset", args.split, "--iw-samples", args.iw_samples, "--cpu", "--seed", "1",
                "--json", json_path, "--no-progress-bar"]
@@ -81,6 +114,8 @@ def score(args, name, checkpoint, out: Path) -> dict:
                          "--scoring", "sacrebleu", "--cpu", "--quiet"])
         match = BLEU_LINE.search(generated)
         figures["greedy_reconstruction_bleu"] = float(match.group(1)) if match else None
+    figures["frontier_protocol"] = protocol(args)
+    json_path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 
@@ -97,7 +132,8 @@ def table(rows, lm_nll) -> str:
 
         cells = [row["name"], f"{f['nll']:.2f}", f"{f['ppl']:.1f}", cell("neg_elbo"), cell("kl"), cell("mi"),
                  f"{f['active_units']}/{f['latent_dim']}" if vae else "–", cell("greedy_reconstruction_bleu", 1),
-                 str(row["updates"]), f"{row['seconds'] / 60:.0f} min",
+                 "–" if row["updates"] is None else str(row["updates"]),
+                 "–" if row["seconds"] is None else f"{row['seconds'] / 60:.0f} min",
                  "–" if lm_nll is None else f"{f['nll'] - lm_nll:+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -134,6 +170,8 @@ def main():
     parser.add_argument("--first-sentences", type=int, default=None)
     parser.add_argument("--setting", action="append", required=True, metavar="NAME=CHECKPOINT:LOG[:LOG]")
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--rescore", action="store_true",
+                        help="score every setting anew, even where --out-dir holds current figures")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -141,7 +179,8 @@ def main():
     for text in args.setting:
         name, checkpoint, logs = parse_setting(text)
         updates, seconds = training_cost(logs)
-        print(f"-- {name}: {updates} updates, {seconds / 60:.0f} min of training; scoring ...", flush=True)
+        cost = "cost unknown" if updates is None else f"{updates} updates, {seconds / 60:.0f} min of training"
+        print(f"-- {name}: {cost}; scoring ...", flush=True)
         rows.append({"name": name, "checkpoint": checkpoint, "logs": logs, "updates": updates,
                      "seconds": seconds, "figures": score(args, name, checkpoint, args.out_dir)})
     lm_nll = next((r["figures"]["nll"] for r in rows if r["figures"]["model"] != "sentence_vae"), None)
