@@ -12,7 +12,7 @@ For every setting it runs the real commands and keeps their figures:
     python examples/brown/frontier.py --data-bin runs/brown-recipe/data-bin --split valid \\
         --iw-samples 500 --out-dir runs/brown-recipe/frontier \\
         --setting "lstm_lm=runs/brown-recipe/lm/checkpoint_best.pt:runs/brown-recipe/lm.log" \\
-        --setting "free bits 0.3=runs/brown-recipe/vae/checkpoint_best.pt:runs/brown-recipe/vae.log" \\
+        --setting "BN-VAE 1.0 + feed z=runs/brown-recipe/vae/checkpoint_best.pt:runs/brown-recipe/vae.log" \\
         --setting "Li et al. + BN 1.0=runs/li/checkpoint_best.pt:runs/ae.log:runs/li.log"
 
 writes ``frontier.json`` (every figure of every setting), ``frontier.md`` (the table) and

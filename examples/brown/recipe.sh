@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The Brown recipe of examples/brown/README.md: a sentence_vae_bowman VAE that keeps its latent
-# code in use (free bits, no word dropout) and an lstm_lm baseline with the same decoder sizes
-# and the same budget (Adam 1e-3, batch 32, 6 epochs), both evaluated on the test split with
-# svae-eval (importance-weighted NLL with K = 500 for the VAE, exact NLL for the LM).
+# The Brown recipe of examples/brown/README.md: a sentence_vae_bowman VAE whose latent code
+# carries the sentence (BN-VAE's fixed-scale posterior mean, z fed to the decoder at every step,
+# no word dropout) and an lstm_lm baseline with the same decoder sizes and the same budget
+# (Adam 1e-3, batch 32, 6 epochs), both evaluated on the test split with svae-eval
+# (importance-weighted NLL with K = 500 for the VAE, exact NLL for the LM).
 #
 #   bash examples/brown/recipe.sh            # runs both trainings side by side, one thread each
 #
@@ -17,21 +18,28 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 
 bash "$here/prepare_data.sh" "$work"
 
-common=(--optimizer adam --lr 1e-3 --batch-size 32 --max-epoch "$epochs" --cpu --num-workers 0 --seed 1
+common=(--lr 1e-3 --batch-size 32 --max-epoch "$epochs" --cpu --num-workers 0 --seed 1
         --log-format json --log-interval 100 --no-epoch-checkpoints)
 
-# The VAE: Bowman's sizes; KL weight linear from 0 to 1 over 5,000 updates; a floor of 0.3 nats
-# per latent dimension (free bits) so the KL cannot collapse; no word dropout (it costs NLL at
-# test time, where the decoder sees every word).
+# The VAE: Bowman's sizes; KL weight linear from 0 to 1 over 5,000 updates; the posterior mean
+# batch-normalized to the fixed scale 1.0 (BN-VAE, Zhu et al. 2020), which keeps each dimension's
+# expected KL at least 1.0^2 / 2 so the code cannot collapse; z also fed to the decoder at every
+# step, so the decoder does not have to carry it in its state; no word dropout (it costs NLL at
+# test time, where the decoder sees every word). fused_adam is fairseq's adam on torch's fused
+# kernel: the same update, with an optimizer step of 24 ms instead of 66 on a CPU. Validation
+# every 1,600 updates as well as every epoch; checkpoint_best.pt is the best of those.
 fairseq-train "$work/data-bin" --user-dir "$user_dir" --task sentence_vae --arch sentence_vae_bowman \
-  --criterion annealed_elbo --kl-schedule linear --kl-anneal-updates 5000 --free-bits 0.3 \
-  --word-dropout 0 --dropout 0.3 "${common[@]}" --save-dir "$work/vae" > "$work/vae.log" 2>&1 &
+  --criterion annealed_elbo --kl-schedule linear --kl-anneal-updates 5000 --posterior-mean-bn-gamma 1.0 \
+  --feed-latent --word-dropout 0 --dropout 0.3 --optimizer fused_adam "${common[@]}" \
+  --validate-interval-updates 1600 --save-interval-updates 1600 --keep-interval-updates 1 \
+  --save-dir "$work/vae" > "$work/vae.log" 2>&1 &
 vae=$!
 
-# The baseline: fairseq's own LSTM language model with the decoder's sizes.
+# The baseline: fairseq's own LSTM language model with the decoder's sizes, and fairseq's own adam
+# (the same update rule as fused_adam).
 fairseq-train "$work/data-bin" --task language_modeling --sample-break-mode eos --arch lstm_lm \
   --decoder-embed-dim 353 --decoder-hidden-size 191 --decoder-out-embed-dim 191 --dropout 0.3 \
-  --criterion cross_entropy "${common[@]}" --save-dir "$work/lm" > "$work/lm.log" 2>&1 &
+  --criterion cross_entropy --optimizer adam "${common[@]}" --save-dir "$work/lm" > "$work/lm.log" 2>&1 &
 lm=$!
 wait $vae $lm
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# How examples/brown/pretrained/model.pt was made: the recipe of examples/brown/recipe.sh
-# (sentence_vae_bowman, linear KL annealing, free bits 0.3, no word dropout, Adam 1e-3, batch 32)
-# with a shorter budget, and fairseq's lstm_lm of the decoder's sizes as the critic language
-# model of svae-report; then the fp16 export and the report behind the decoding defaults.
+# How examples/brown/pretrained/model.pt was made: the earlier free-bits recipe of
+# examples/brown/recipe.sh (sentence_vae_bowman, linear KL annealing, free bits 0.3, no word
+# dropout, Adam 1e-3, batch 32) with a shorter budget, and fairseq's lstm_lm of the decoder's
+# sizes as the critic language model of svae-report; then the fp16 export and the report behind
+# the decoding defaults.
 #
 #   bash examples/brown/pretrained/make.sh      # two trainings side by side, one thread each
 set -euo pipefail
