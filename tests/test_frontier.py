@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import REPO, run_command
+from conftest import REPO, json_log_records, run_command, train_args
 
 
 def test_the_frontier_scores_each_setting_and_reads_its_training_cost(data_bin, trained_model, tmp_path):
@@ -61,3 +61,25 @@ def test_a_frontier_grows_reading_back_what_it_scored_before(data_bin, trained_m
     assert json.loads(scores.read_text())["sentences"] == 21
     fourth = run_command(*[c if c != "20" else "21" for c in command], "--rescore")
     assert "read back" not in fourth.stdout
+
+
+def test_a_checkpoint_without_logs_brings_its_own_cost_over_a_resumed_run(data_bin, tmp_path):
+    """A run interrupted after one epoch and resumed for a second: its checkpoint counts both."""
+    save_dir = tmp_path / "run"
+    walls, updates = [], []
+    for epochs in ("1", "2"):
+        result = run_command("fairseq-train", *train_args(data_bin, save_dir, "--max-epoch", epochs))
+        last_train = json_log_records(result.stdout + result.stderr, "train")[-1]
+        walls.append(float(last_train["train_wall"]))
+        updates.append(int(last_train["train_num_updates"]))
+    assert updates[1] > updates[0] > 0  # the second process went on from the first's checkpoint
+
+    out = tmp_path / "frontier"
+    run_command("python", REPO / "examples" / "brown" / "frontier.py", "--data-bin", data_bin,
+                "--split", "valid", "--iw-samples", "2", "--first-sentences", "10", "--out-dir", out,
+                "--setting", f"resumed={save_dir / 'checkpoint_last.pt'}")
+    row = json.loads((out / "frontier.json").read_text())["settings"][0]
+    assert row["logs"] == [] and row["updates"] == updates[1]
+    # fairseq's training time covers both processes (and their validations): at least the sum of
+    # the logged training walls, which it rounds to whole seconds.
+    assert row["seconds"] >= sum(walls) - 2

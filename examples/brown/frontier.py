@@ -25,6 +25,11 @@ same split, ``--iw-samples`` and ``--first-sentences`` and is newer than its che
 back instead of scored again (an hour of K = 500 on test); ``--rescore`` scores everything anew.
 A setting scored elsewhere can be given as ``NAME=SVAE_EVAL.json[:LOG...]``: its figures are
 taken as they are (no reconstruction BLEU unless the file has one; no cost without logs).
+
+A setting given as ``NAME=CHECKPOINT`` without logs takes its cost from the checkpoint: fairseq
+keeps the number of updates and the training time so far in every checkpoint and carries them over
+when a run resumes, so this counts every part of a run that was interrupted and resumed (whose
+logs may be incomplete), but not an earlier stage that only handed over its weights.
 """
 
 import argparse
@@ -41,12 +46,11 @@ BLEU_LINE = re.compile(r"BLEU = ([\d.]+)")
 
 
 def parse_setting(text: str):
-    """'NAME=CHECKPOINT:LOG[:LOG...]' or 'NAME=SCORES.json[:LOG...]' -> (name, path, [logs])."""
+    """'NAME=CHECKPOINT[:LOG...]' or 'NAME=SCORES.json[:LOG...]' -> (name, path, [logs])."""
     name, sep, paths = text.partition("=")
     parts = paths.split(":")
-    scored = parts[0].endswith(".json")
-    if not sep or not parts[0] or (len(parts) < 2 and not scored):
-        sys.exit(f"--setting {text!r}: expected NAME=CHECKPOINT:TRAIN_LOG[:TRAIN_LOG...] "
+    if not sep or not name or not parts[0]:
+        sys.exit(f"--setting {text!r}: expected NAME=CHECKPOINT[:TRAIN_LOG...] "
                  f"or NAME=SVAE_EVAL.json[:TRAIN_LOG...]")
     return name, parts[0], parts[1:]
 
@@ -67,6 +71,15 @@ def training_cost(logs):
         updates += float(last_train["train_num_updates"])
         seconds += float(last_train["train_wall"])
     return int(updates), seconds
+
+
+def checkpoint_cost(checkpoint):
+    """Updates and training seconds as fairseq counted them into the checkpoint, over resumes."""
+    from fairseq_svae.checkpoint_io import load_checkpoint_state
+
+    state = load_checkpoint_state(checkpoint)
+    return (int(state["optimizer_history"][-1]["num_updates"]),
+            float(state["extra_state"]["previous_training_time"]))
 
 
 def run(command, env=None):
@@ -168,7 +181,7 @@ def main():
     parser.add_argument("--split", default="valid")
     parser.add_argument("--iw-samples", type=int, default=500)
     parser.add_argument("--first-sentences", type=int, default=None)
-    parser.add_argument("--setting", action="append", required=True, metavar="NAME=CHECKPOINT:LOG[:LOG]")
+    parser.add_argument("--setting", action="append", required=True, metavar="NAME=CHECKPOINT[:LOG...]")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--rescore", action="store_true",
                         help="score every setting anew, even where --out-dir holds current figures")
@@ -178,7 +191,10 @@ def main():
     rows = []
     for text in args.setting:
         name, checkpoint, logs = parse_setting(text)
-        updates, seconds = training_cost(logs)
+        if logs or checkpoint.endswith(".json"):
+            updates, seconds = training_cost(logs)
+        else:  # fairseq's own count in the checkpoint, which survives resuming
+            updates, seconds = checkpoint_cost(checkpoint)
         cost = "cost unknown" if updates is None else f"{updates} updates, {seconds / 60:.0f} min of training"
         print(f"-- {name}: {cost}; scoring ...", flush=True)
         rows.append({"name": name, "checkpoint": checkpoint, "logs": logs, "updates": updates,
