@@ -34,6 +34,7 @@ logs may be incomplete), but not an earlier stage that only handed over its weig
 
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
@@ -75,7 +76,14 @@ def training_cost(logs):
 
 def checkpoint_cost(checkpoint):
     """Updates and training seconds as fairseq counted them into the checkpoint, over resumes."""
+    # Importing fairseq sets up the root logger at DEBUG, which would print every library's debug
+    # lines (matplotlib's among them) into this script's output; keep the logging as it was.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     from fairseq_svae.checkpoint_io import load_checkpoint_state
+
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
     state = load_checkpoint_state(checkpoint)
     return (int(state["optimizer_history"][-1]["num_updates"]),
