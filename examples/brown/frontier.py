@@ -166,21 +166,22 @@ def plot(rows, lm_nll, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for row in rows:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^vP*X"
+    for index, row in enumerate(r for r in rows if r["figures"]["model"] == "sentence_vae"):
         f = row["figures"]
-        if f["model"] == "sentence_vae":
-            axes.scatter(f["mi"], f["nll"])
-            axes.annotate(row["name"], (f["mi"], f["nll"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Names go in a legend under the plot: long setting names written beside the points run
+        # off the figure and over each other.
+        axes.scatter(f["mi"], f["nll"], marker=markers[index % len(markers)], s=40, label=row["name"])
     if lm_nll is not None:
         axes.axhline(lm_nll, linestyle="--", color="gray", label="lstm_lm (exact NLL)")
-        axes.legend(loc="best", fontsize=8)
-    axes.margins(x=0.3, y=0.1)  # room for the labels
+    axes.margins(x=0.15, y=0.15)
     axes.set_xlabel("mutual information I(x; z), nats")
     axes.set_ylabel("NLL per sentence, nats (VAE: IW bound)")
     axes.set_title("Brown: NLL against MI")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8, frameon=False)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def main():
