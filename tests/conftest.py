@@ -68,16 +68,21 @@ def json_log_records(text: str, tag: str):
     return records
 
 
+def write_first_lines(source: Path, directory: Path, lines: dict) -> Path:
+    """A corpus directory holding the first ``lines[split]`` lines of each of ``source``'s splits."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, count in lines.items():
+        with open(source / f"{split}.txt", encoding="utf-8") as handle:
+            head = [next(handle) for _ in range(count)]
+        (directory / f"{split}.txt").write_text("".join(head), encoding="utf-8")
+    return directory
+
+
 @pytest.fixture(scope="session")
 def brown_slice(tmp_path_factory) -> Path:
     """Plain-text slice of Brown: the first lines of each split."""
     root = tmp_path_factory.mktemp("brown-slice")
-    source = brown_text_dir(root)
-    for split, lines in SLICE_LINES.items():
-        with open(source / f"{split}.txt", encoding="utf-8") as handle:
-            head = [next(handle) for _ in range(lines)]
-        (root / f"{split}.txt").write_text("".join(head), encoding="utf-8")
-    return root
+    return write_first_lines(brown_text_dir(root), root, SLICE_LINES)
 
 
 @pytest.fixture(scope="session")

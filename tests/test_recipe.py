@@ -6,7 +6,7 @@ import math
 import os
 import subprocess
 
-from conftest import BIN, REPO, json_log_records
+from conftest import BIN, REPO, json_log_records, write_first_lines
 
 RECIPE = REPO / "examples" / "brown" / "recipe.sh"
 
@@ -17,16 +17,8 @@ def run_recipe(tmp_path, text_dir, epochs="1"):
     return subprocess.run(["bash", str(RECIPE)], capture_output=True, text=True, env=env, cwd=tmp_path)
 
 
-def write_corpus(directory, source, lines):
-    directory.mkdir()
-    for split, count in lines.items():
-        with open(source / f"{split}.txt", encoding="utf-8") as handle:
-            (directory / f"{split}.txt").write_text("".join(next(handle) for _ in range(count)), encoding="utf-8")
-    return directory
-
-
 def test_the_recipe_runs_on_another_corpus_and_scales_its_annealing_to_the_run(brown_slice, tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", brown_slice, {"train": 200, "valid": 40, "test": 20})
+    corpus = write_first_lines(brown_slice, tmp_path / "corpus", {"train": 200, "valid": 40, "test": 20})
     result = run_recipe(tmp_path, corpus)
     assert result.returncode == 0, result.stderr[-6000:]
     work = tmp_path / "work"
@@ -50,7 +42,7 @@ def test_the_recipe_runs_on_another_corpus_and_scales_its_annealing_to_the_run(b
 
 
 def test_the_recipe_names_a_missing_split_of_the_corpus(brown_slice, tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", brown_slice, {"train": 50, "valid": 10})
+    corpus = write_first_lines(brown_slice, tmp_path / "corpus", {"train": 50, "valid": 10})
     result = run_recipe(tmp_path, corpus)
     assert result.returncode == 1
     assert f"prepare_data.sh: error: MissingDataError: {corpus}/test.txt is missing or empty" in result.stderr
