@@ -21,9 +21,8 @@ def small_dictionary() -> Dictionary:
 def build_small_model(seed: int = 0, **options) -> SentenceVAEModel:
     torch.manual_seed(seed)
     task = SentenceVAETask(SentenceVAETaskConfig(), small_dictionary())
-    args = argparse.Namespace(
-        encoder_embed_dim=16, encoder_hidden_size=24, latent_dim=6, dropout=0.0, **options
-    )
+    options = {"encoder_embed_dim": 16, "encoder_hidden_size": 24, "latent_dim": 6, "dropout": 0.0, **options}
+    args = argparse.Namespace(**options)
     base_architecture(args)
     return SentenceVAEModel.build_model(args, task)
 

@@ -134,6 +134,22 @@ def test_named_architectures_set_the_published_sizes_and_keep_user_overrides():
     assert base.word_dropout == 0.0 and base.decoder_out_embed_dim == base.decoder_hidden_size
 
 
+def test_encoder_dropout_defaults_to_dropout_and_sets_only_the_encoder():
+    old_checkpoint_args = argparse.Namespace(dropout=0.2)  # saved before --encoder-dropout existed
+    base_architecture(old_checkpoint_args)
+    assert old_checkpoint_args.encoder_dropout == 0.2
+    model = build_small_model(dropout=0.3, encoder_dropout=0.0, encoder_layers=2)
+    assert model.encoder.dropout_module.p == 0.0 and model.encoder.lstm.dropout == 0.0
+    assert model.decoder.dropout_module.p == 0.3
+    # Without encoder dropout a training-mode encoding is deterministic; the decoder's is not.
+    src, lengths, prev, _ = encode_sentences(model.encoder.dictionary, SENTENCES[:2])
+    model.train()
+    first, second = (model.encoder.posterior(src, lengths)[0] for _ in range(2))
+    assert torch.equal(first, second)
+    with pytest.raises(ValueError, match="--encoder-dropout must be in"):
+        build_small_model(encoder_dropout=1.0)
+
+
 def test_tied_embeddings_need_matching_sizes():
     with pytest.raises(ValueError, match="--decoder-out-embed-dim"):
         build_small_model(share_decoder_input_output_embed=True)

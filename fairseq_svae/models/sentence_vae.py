@@ -41,6 +41,10 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
                             help="size of the latent code z")
         parser.add_argument("--dropout", type=float, metavar="D",
                             help="dropout on embeddings, between LSTM layers and on LSTM outputs")
+        parser.add_argument("--encoder-dropout", type=float, metavar="D",
+                            help="the encoder's dropout (default: --dropout); dropout on the "
+                                 "summary that the posterior is read from adds noise to z in "
+                                 "training that the decoder learns to discount")
         parser.add_argument("--word-dropout", type=float, metavar="P",
                             help="in training, replace each decoder input word with <unk> with "
                                  "probability P (Bowman et al.); 1 gives an inputless decoder")
@@ -95,6 +99,9 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
             decoder_embed = build_embedding(dictionary, args.decoder_embed_dim)
         if not 0.0 <= args.word_dropout <= 1.0:
             raise OptionError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
+        for option, rate in (("--dropout", args.dropout), ("--encoder-dropout", args.encoder_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise OptionError(f"{option} must be in [0, 1), got {rate}")
 
         encoder = SentenceVAEEncoder(
             dictionary,
@@ -103,7 +110,7 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
             num_layers=args.encoder_layers,
             bidirectional=args.encoder_bidirectional,
             latent_dim=args.latent_dim,
-            dropout=args.dropout,
+            dropout=args.encoder_dropout,
             mean_bn_gamma=args.posterior_mean_bn_gamma,
         )
         if args.posterior_mean_bn_gamma < 0:
@@ -181,6 +188,7 @@ def load_pretrained_encoder(encoder: SentenceVAEEncoder, path: str) -> None:
 def base_architecture(args):
     args.latent_dim = getattr(args, "latent_dim", 32)
     args.dropout = getattr(args, "dropout", 0.3)
+    args.encoder_dropout = getattr(args, "encoder_dropout", args.dropout)
     args.word_dropout = getattr(args, "word_dropout", 0.0)
     args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
     args.encoder_hidden_size = getattr(args, "encoder_hidden_size", 512)
