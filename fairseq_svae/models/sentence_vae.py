@@ -40,7 +40,8 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
         parser.add_argument("--latent-dim", type=int, metavar="N",
                             help="size of the latent code z")
         parser.add_argument("--dropout", type=float, metavar="D",
-                            help="dropout on embeddings, between LSTM layers and on LSTM outputs")
+                            help="dropout on embeddings, between LSTM layers and on LSTM outputs "
+                                 "(the encoder's too, unless --encoder-dropout is given)")
         parser.add_argument("--encoder-dropout", type=float, metavar="D",
                             help="the encoder's dropout (default: --dropout); dropout on the "
                                  "summary that the posterior is read from adds noise to z in "
