@@ -7,6 +7,7 @@ import torch
 from fairseq_svae.checkpoint_io import load_checkpoint_state
 from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
 from fairseq_svae.gaussian import kl_to_standard_normal
+from fairseq_svae.models.sentence_vae_encoder import PosteriorMeanNorm
 
 from conftest import PLUGIN_DIR, json_log_records, run_command, train_args
 from model_helpers import build_small_model, encode_sentences, small_dictionary
@@ -95,3 +96,57 @@ def test_a_missing_or_unfitting_pretrained_encoder_is_named(data_bin, trained_mo
         "--load-pretrained-encoder-from", trained_model[0] / "checkpoint_best.pt"), check=False)
     assert other_size.returncode == 1
     assert IncompatibleCheckpointError.__name__ in other_size.stderr
+
+
+def length_bucketed_batches(count, generator, spread=2.0, within=1.0, size=32, dim=4):
+    """Raw posterior means as fairseq batches them: each batch one 'length', whose mean is one
+    of two values +-spread apart from the data's, with spread `within` inside the batch."""
+    for index in range(count):
+        centre = spread if index % 2 else -spread
+        yield centre + within * torch.randn(size, dim, generator=generator)
+
+
+@pytest.mark.parametrize("population_statistics", [False, True])
+def test_scored_codes_have_the_training_scale_only_with_population_statistics(population_statistics):
+    norm = PosteriorMeanNorm(4, gamma=1.0, population_statistics=population_statistics).train()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch in length_bucketed_batches(1000, generator):
+            norm(batch)
+        norm.eval()
+        # The whole data: both lengths, variance 1 + 2^2 = 5 per dimension.
+        scored = norm(torch.cat(list(length_bucketed_batches(100, generator))))
+    variance = scored.var(dim=0)
+    if population_statistics:
+        # gamma^2 = 1 (up to the moving average's noise over ~100 batches), as in training.
+        assert ((variance > 0.75) & (variance < 1.33)).all(), variance
+    else:
+        # Running averages of per-batch variances miss the spread between batches: codes of
+        # scored sentences are about 5x as spread out as any training batch's.
+        assert (variance > 3.0).all(), variance
+
+
+def test_population_statistics_give_the_map_used_outside_training_with_batch_norms_gradient():
+    norm = PosteriorMeanNorm(4, gamma=1.3, population_statistics=True).train()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for batch in length_bucketed_batches(50, generator):
+            norm(batch)
+    batch = next(length_bucketed_batches(1, generator)).requires_grad_()
+    trained = norm(batch)
+    (trained * torch.randn(trained.shape, generator=generator)).sum().backward()
+    norm.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(norm(batch), trained.detach())
+    # Like batch norm, the code does not move when a dimension's raw means are shifted or
+    # scaled about their batch mean, so the encoder cannot shrink the code below the floor.
+    # (Exactly so but for batch norm's epsilon: compare with the gradient's own size.)
+    centred = batch.detach() - batch.detach().mean(dim=0)
+    size = (batch.grad.abs() * centred.abs()).sum(dim=0)
+    assert ((batch.grad * centred).sum(dim=0).abs() < 1e-4 * size).all()
+    assert (batch.grad.sum(dim=0).abs() < 1e-4 * batch.grad.abs().sum(dim=0)).all()
+
+
+def test_population_statistics_need_bn_vae():
+    with pytest.raises(OptionError, match="--posterior-mean-bn-gamma"):
+        build_small_model(posterior_mean_bn_population_statistics=True)

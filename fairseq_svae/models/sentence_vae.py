@@ -77,6 +77,12 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
                             help="BN-VAE (Zhu et al. 2020): batch-normalize the posterior mean "
                                  "with the fixed scale G, which keeps the expected KL of each "
                                  "latent dimension at least G^2 / 2; 0 disables it")
+        parser.add_argument("--posterior-mean-bn-population-statistics", action="store_true",
+                            help="with --posterior-mean-bn-gamma, normalize training batches with "
+                                 "moving estimates of the whole data's statistics (batch "
+                                 "renormalization) instead of each batch's own: fairseq's batches "
+                                 "hold sentences of one length, and their own statistics make "
+                                 "training codes differ from the codes of scored sentences")
         parser.add_argument("--load-pretrained-encoder-from", type=str, metavar="CHECKPOINT",
                             help="start the encoder (embedding, LSTM and posterior head) from this "
                                  "Sentence VAE checkpoint and the decoder afresh: the second stage "
@@ -113,9 +119,12 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
             latent_dim=args.latent_dim,
             dropout=args.encoder_dropout,
             mean_bn_gamma=args.posterior_mean_bn_gamma,
+            mean_bn_population_statistics=args.posterior_mean_bn_population_statistics,
         )
         if args.posterior_mean_bn_gamma < 0:
             raise OptionError(f"--posterior-mean-bn-gamma must be >= 0, got {args.posterior_mean_bn_gamma}")
+        if args.posterior_mean_bn_population_statistics and args.posterior_mean_bn_gamma == 0:
+            raise OptionError("--posterior-mean-bn-population-statistics needs --posterior-mean-bn-gamma G > 0")
         if args.load_pretrained_encoder_from:
             load_pretrained_encoder(encoder, args.load_pretrained_encoder_from)
         decoder = SentenceVAEDecoder(
@@ -203,6 +212,7 @@ def base_architecture(args):
     args.share_decoder_input_output_embed = getattr(args, "share_decoder_input_output_embed", False)
     args.share_encoder_decoder_embed = getattr(args, "share_encoder_decoder_embed", False)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
+    args.posterior_mean_bn_population_statistics = getattr(args, "posterior_mean_bn_population_statistics", False)
     args.load_pretrained_encoder_from = getattr(args, "load_pretrained_encoder_from", None)
 
 
