@@ -29,6 +29,7 @@ def test_the_recipe_runs_on_another_corpus_and_scales_its_annealing_to_the_run(b
     # updates, so the weight reaches 1 after 60% of it: int(7 x 0.6) = 4.
     assert "'kl_anneal_updates': 4," in vae_log
     assert "posterior_mean_bn_gamma=1.0," in vae_log and "feed_latent=True," in vae_log
+    assert "encoder_dropout=0.0," in vae_log and ", dropout=0.3," in vae_log
     assert int(json_log_records(vae_log, "train")[-1]["train_num_updates"]) == 7
 
     vae = json.loads((work / "vae-test.json").read_text())

@@ -111,8 +111,10 @@ class PosteriorMeanNorm(nn.Module):
     fairseq batches sentences of similar length together, so plain batch statistics are those
     of one length: training removes each batch's own mean (and with it what z could say about
     length), while the running statistics, averages of per-batch means and variances, leave the
-    spread between lengths in. Scored sentences then get codes the decoder never saw in
-    training (a larger KL than in training, e.g. 29 nats against 11.5 at gamma 1.3).
+    spread between lengths in. Scored sentences then get codes more spread out than any
+    training batch's: early in training markedly so (at gamma 1.3 after 1,600 updates on Brown, a
+    valid KL of 29 nats against 11.5 in training), at the end of a run little (7.00 against 6.93
+    at gamma 1.0 without encoder dropout).
     ``population_statistics`` normalizes with estimates of the whole data's mean and variance
     in training too (batch renormalization, Ioffe 2017): the value is
     (mean - population mean) / population std, the same map as outside training, while the
@@ -153,7 +155,7 @@ class PosteriorMeanNorm(nn.Module):
             if int(self.norm.num_batches_tracked) == 0:
                 # The first batch replaces BatchNorm's placeholder (mean 0, variance 1).
                 running_mean.copy_(batch_mean)
-                running_var.copy_(mean.var(dim=0, unbiased=True))
+                running_var.copy_(batch_var)
             else:
                 rate = self.POPULATION_MOMENTUM
                 second_moment = running_var + running_mean.pow(2)
