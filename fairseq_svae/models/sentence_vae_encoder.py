@@ -150,6 +150,7 @@ class PosteriorMeanNorm(nn.Module):
         eps = self.norm.eps
         batch_mean = mean.mean(dim=0)
         batch_var = mean.var(dim=0, unbiased=False)
+        batch_std = (batch_var + eps).sqrt()
         with torch.no_grad():
             running_mean, running_var = self.norm.running_mean, self.norm.running_var
             if int(self.norm.num_batches_tracked) == 0:
@@ -160,14 +161,13 @@ class PosteriorMeanNorm(nn.Module):
                 rate = self.POPULATION_MOMENTUM
                 second_moment = running_var + running_mean.pow(2)
                 batch_second_moment = batch_var + batch_mean.pow(2)
-                running_mean.lerp_(batch_mean.detach(), rate)
-                second_moment.lerp_(batch_second_moment.detach(), rate)
+                running_mean.lerp_(batch_mean, rate)
+                second_moment.lerp_(batch_second_moment, rate)
                 running_var.copy_((second_moment - running_mean.pow(2)).clamp(min=eps))
-            batch_std = (batch_var + eps).sqrt()
             population_std = (running_var + eps).sqrt()
             scale = batch_std / population_std
             offset = (batch_mean - running_mean) / population_std
-        return (mean - batch_mean) / (batch_var + eps).sqrt() * scale + offset
+        return (mean - batch_mean) / batch_std * scale + offset
 
     def extra_repr(self) -> str:
         statistics = "population" if self.population_statistics else "batch"
