@@ -24,13 +24,16 @@ def test_the_recipe_runs_on_another_corpus_and_scales_its_annealing_to_the_run(b
     work = tmp_path / "work"
 
     vae_log = (work / "vae.log").read_text()
+    lm_log = (work / "lm.log").read_text()
     # fairseq logs the model's options as a Namespace (name=value), the criterion's as a dict.
-    # 200 sentences in batches of 32 are 7 updates an epoch; one epoch is shorter than 5,000
-    # updates, so the weight reaches 1 after 60% of it: int(7 x 0.6) = 4.
-    assert "'kl_anneal_updates': 4," in vae_log
+    # 200 sentences in batches of 32 are 7 updates an epoch. The LM trains EPOCHS=1 epoch, the
+    # VAE twice as many; its 14 updates are fewer than 5,000, so the KL weight reaches 1 after 60%
+    # of them: int(14 x 0.6) = 8.
+    assert "'kl_anneal_updates': 8," in vae_log
     assert "posterior_mean_bn_gamma=1.0," in vae_log and "feed_latent=True," in vae_log
     assert "encoder_dropout=0.0," in vae_log and ", dropout=0.3," in vae_log
-    assert int(json_log_records(vae_log, "train")[-1]["train_num_updates"]) == 7
+    assert int(json_log_records(vae_log, "train")[-1]["train_num_updates"]) == 14
+    assert int(json_log_records(lm_log, "train")[-1]["train_num_updates"]) == 7
 
     vae = json.loads((work / "vae-test.json").read_text())
     lm = json.loads((work / "lm-test.json").read_text())
