@@ -29,11 +29,12 @@ bash "$here/prepare_data.sh" "$work" ${TEXT_DIR:+"$TEXT_DIR"}
 # so that the last part of any run trains the full ELBO that is scored (on Brown: 12 x 1,614
 # updates, 5,000). Batches hold 32 sentences, so an epoch is ceil(sentences / 32) updates.
 sentences=$(wc -l < "${TEXT_DIR:-$work/text}/train.txt")
-vae_updates=$(( (sentences + 31) / 32 * vae_epochs ))
+epoch_updates=$(( (sentences + 31) / 32 ))
+vae_updates=$(( epoch_updates * vae_epochs ))
 kl_anneal_updates=$(( vae_updates * 6 / 10 < 5000 ? vae_updates * 6 / 10 : 5000 ))
 # Training records every 100 updates, or often enough that the LM's shorter run still has about
 # 50 records to plot.
-lm_updates=$(( (sentences + 31) / 32 * epochs ))
+lm_updates=$(( epoch_updates * epochs ))
 log_interval=$(( lm_updates / 50 < 1 ? 1 : (lm_updates / 50 < 100 ? lm_updates / 50 : 100) ))
 
 common=(--lr 1e-3 --batch-size 32 --cpu --num-workers 0 --seed 1
