@@ -26,7 +26,6 @@ def test_bn_vae_fixes_the_scale_of_the_posterior_means_and_so_a_kl_floor(gamma):
     model = build_small_model(posterior_mean_bn_gamma=gamma).train()
     with torch.no_grad():
         model.encoder.mean_norm.shift.fill_(0.3)
-        # Raw means that vary well above batch norm's epsilon (1e-5), as a trained encoder's do.
         model.encoder.to_posterior.weight.mul_(100)
     mean, logvar = posterior(model)
     # Over the batch each dimension has mean beta and (biased) standard deviation gamma ...
@@ -49,6 +48,23 @@ def test_bn_vae_encodes_a_sentence_the_same_way_in_any_batch_outside_training():
     model.train()
     single, _ = posterior(model, SENTENCES[:1])
     assert torch.isfinite(single).all()
+
+
+def test_bn_vae_keeps_its_floor_when_the_raw_means_barely_vary():
+    # Raw means with a variance of 1e-8, far below batch norm's epsilon (1e-5): an encoder
+    # pulled by the KL early in a fast annealing gets there if the code shrinks with them.
+    norm = PosteriorMeanNorm(4, gamma=1.0).train()
+    with torch.no_grad():
+        norm.shift.fill_(0.3)
+    generator = torch.Generator().manual_seed(0)
+    raw = (0.5 + 1e-4 * torch.randn(32, 4, generator=generator, dtype=torch.float64)).requires_grad_()
+    code = norm(raw)
+    torch.testing.assert_close(code.var(0, unbiased=False), torch.ones(4, dtype=torch.float64))
+    # The KL's pull on the codes' means (0.5 x code^2 summed over the batch) is constant in
+    # the raw means, so no step of any optimizer can shrink the code towards the prior.
+    # (Divided by sqrt(var + 1e-5), this gradient was about 10 per mean, pointing inwards.)
+    (0.5 * code.pow(2)).sum().backward()
+    assert raw.grad.abs().max() < 1e-6, raw.grad.abs().max()
 
 
 def test_a_negative_gamma_is_refused():
@@ -140,7 +156,7 @@ def test_population_statistics_give_the_map_used_outside_training_with_batch_nor
         torch.testing.assert_close(norm(batch), trained.detach())
     # Like batch norm, the code does not move when a dimension's raw means are shifted or
     # scaled about their batch mean, so the encoder cannot shrink the code below the floor.
-    # (Exactly so but for batch norm's epsilon: compare with the gradient's own size.)
+    # (Exactly so but for rounding: compare with the gradient's own size.)
     centred = batch.detach() - batch.detach().mean(dim=0)
     size = (batch.grad.abs() * centred.abs()).sum(dim=0)
     assert ((batch.grad * centred).sum(dim=0).abs() < 1e-4 * size).all()
