@@ -21,6 +21,7 @@ epochs=${EPOCHS:-6}
 # budget is the most a latent-code recipe may cost (issue 12), and validation picks the epoch.
 vae_epochs=$(( 2 * epochs ))
 user_dir=$(svae-user-dir)
+. "$here/vae_options.sh"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 
 bash "$here/prepare_data.sh" "$work" ${TEXT_DIR:+"$TEXT_DIR"}
@@ -40,19 +41,14 @@ log_interval=$(( lm_updates / 50 < 1 ? 1 : (lm_updates / 50 < 100 ? lm_updates /
 common=(--lr 1e-3 --batch-size 32 --cpu --num-workers 0 --seed 1
         --log-format json --log-interval "$log_interval" --no-epoch-checkpoints)
 
-# The VAE: Bowman's sizes; KL weight linear from 0 to 1 (see above); the posterior mean
-# batch-normalized to the fixed scale 1.0 (BN-VAE, Zhu et al. 2020), which keeps each dimension's
-# expected KL at least 1.0^2 / 2 so the code cannot collapse; z also fed to the decoder at every
-# step, so the decoder does not have to carry it in its state; no word dropout (it costs NLL at
-# test time, where the decoder sees every word); dropout 0.3 in the decoder but none in the
-# encoder: dropout on the summary the posterior is read from puts noise on z in training that the
-# decoder learns to discount (on valid it cost 1.1 nats of MI and 0.2 of NLL). fused_adam is
-# fairseq's adam on torch's fused kernel: the same update, with an optimizer step of 24 ms instead
-# of 66 on a CPU. Validation
-# every 1,600 updates as well as every epoch; checkpoint_best.pt is the best of those.
+# The VAE: Bowman's sizes with the model options of vae_options.sh (BN-VAE's fixed-scale posterior
+# mean, z fed to the decoder at every step, dropout in the decoder only); KL weight linear from 0
+# to 1 (see above). fused_adam is fairseq's adam on torch's fused kernel: the same update, with an
+# optimizer step of 24 ms instead of 66 on a CPU. Validation every 1,600 updates as well as every
+# epoch; checkpoint_best.pt is the best of those.
 fairseq-train "$work/data-bin" --user-dir "$user_dir" --task sentence_vae --arch sentence_vae_bowman \
-  --criterion annealed_elbo --kl-schedule linear --kl-anneal-updates "$kl_anneal_updates" --posterior-mean-bn-gamma 1.0 \
-  --feed-latent --word-dropout 0 --dropout 0.3 --encoder-dropout 0 --optimizer fused_adam --max-epoch "$vae_epochs" "${common[@]}" \
+  --criterion annealed_elbo --kl-schedule linear --kl-anneal-updates "$kl_anneal_updates" \
+  "${vae_model_options[@]}" --optimizer fused_adam --max-epoch "$vae_epochs" "${common[@]}" \
   --validate-interval-updates 1600 --save-interval-updates 1600 --keep-interval-updates 1 \
   --save-dir "$work/vae" > "$work/vae.log" 2>&1 &
 vae=$!

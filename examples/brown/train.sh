@@ -13,17 +13,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=${WORK_DIR:-runs/brown-small}
 max_update=${MAX_UPDATE:-600}
 user_dir=$(svae-user-dir)
+. "$here/vae_options.sh"
 
 bash "$here/prepare_data.sh" "$work"
 
-# The settings of the recipe (examples/brown/recipe.sh): the posterior mean batch-normalized to
-# the fixed scale 1.0 (BN-VAE), which keeps the expected KL of each of the 13 dimensions at least
-# 0.5 nats so the code cannot collapse; z fed to the decoder at every step; no word dropout and no
-# dropout in the encoder. The KL weight rises linearly over the first half of the run.
+# The recipe's model options (vae_options.sh: BN-VAE's fixed-scale posterior mean, which keeps
+# the code from collapsing, z fed to the decoder at every step, dropout in the decoder only). The
+# KL weight rises linearly over the first half of the run.
 fairseq-train "$work/data-bin" --user-dir "$user_dir" \
   --task sentence_vae --arch sentence_vae_bowman \
   --criterion annealed_elbo --kl-schedule linear --kl-anneal-updates $((max_update / 2)) \
-  --posterior-mean-bn-gamma 1.0 --feed-latent --word-dropout 0 --encoder-dropout 0 \
+  "${vae_model_options[@]}" \
   --optimizer fused_adam --lr 1e-3 --batch-size 32 --max-update "$max_update" \
   --cpu --num-workers 0 --seed 1 \
   --save-dir "$work/checkpoints" --no-epoch-checkpoints \

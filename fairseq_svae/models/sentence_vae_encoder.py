@@ -147,44 +147,47 @@ class PosteriorMeanNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(latent_dim))
 
     def forward(self, mean: Tensor) -> Tensor:
-        batch_statistics = self.training and mean.size(0) > 1
-        if batch_statistics and self.population_statistics:
-            normalized = self._renormalize(mean)
-        elif batch_statistics:
-            batch_mean = mean.mean(dim=0)
-            normalized = (mean - batch_mean) / std_of(mean.var(dim=0, unbiased=False))
-            with torch.no_grad():  # the running statistics BatchNorm1d keeps, updated as it does
-                self.norm.running_mean.lerp_(batch_mean.to(self.norm.running_mean), self.norm.momentum)
-                self.norm.running_var.lerp_(mean.var(dim=0).to(self.norm.running_var), self.norm.momentum)
-        else:
+        if not (self.training and mean.size(0) > 1):
             running_mean, running_var = self.norm.running_mean.float(), self.norm.running_var.float()
-            normalized = (mean - running_mean) / std_of(running_var)
-        if batch_statistics:
+            return self.gamma * (mean - running_mean) / std_of(running_var) + self.shift
+        batch_mean, batch_var = mean.mean(dim=0), mean.var(dim=0, unbiased=False)
+        normalized = (mean - batch_mean) / std_of(batch_var)
+        with torch.no_grad():
+            if self.population_statistics:
+                scale, offset = self._update_population_statistics(batch_mean, batch_var)
+            else:
+                self._update_running_statistics(batch_mean, batch_var, mean.size(0))
             self.norm.num_batches_tracked.add_(1)
+        if self.population_statistics:
+            # Batch renormalization: the value of the population map, batch normalization's gradient.
+            normalized = normalized * scale + offset
         return self.gamma * normalized + self.shift
 
-    def _renormalize(self, mean: Tensor) -> Tensor:
-        """Batch-normalized ``mean`` corrected to the population statistics, which it updates."""
-        batch_mean = mean.mean(dim=0)
-        batch_var = mean.var(dim=0, unbiased=False)
-        batch_std = std_of(batch_var)
-        with torch.no_grad():
-            running_mean, running_var = self.norm.running_mean, self.norm.running_var
-            if int(self.norm.num_batches_tracked) == 0:
-                # The first batch replaces BatchNorm's placeholder (mean 0, variance 1).
-                running_mean.copy_(batch_mean)
-                running_var.copy_(batch_var)
-            else:
-                rate = self.POPULATION_MOMENTUM
-                second_moment = running_var + running_mean.pow(2)
-                batch_second_moment = batch_var + batch_mean.pow(2)
-                running_mean.lerp_(batch_mean.to(running_mean), rate)
-                second_moment.lerp_(batch_second_moment.to(second_moment), rate)
-                running_var.copy_((second_moment - running_mean.pow(2)).clamp(min=0))
-            population_std = std_of(running_var.float())
-            scale = batch_std / population_std
-            offset = (batch_mean - running_mean.float()) / population_std
-        return (mean - batch_mean) / batch_std * scale + offset
+    def _update_running_statistics(self, batch_mean: Tensor, batch_var: Tensor, batch_size: int) -> None:
+        """Update the running statistics as BatchNorm1d does (its momentum, the unbiased variance)."""
+        unbiased_var = batch_var * (batch_size / (batch_size - 1))
+        self.norm.running_mean.lerp_(batch_mean.to(self.norm.running_mean), self.norm.momentum)
+        self.norm.running_var.lerp_(unbiased_var.to(self.norm.running_var), self.norm.momentum)
+
+    def _update_population_statistics(self, batch_mean: Tensor, batch_var: Tensor) -> tuple[Tensor, Tensor]:
+        """Fold a batch into the population estimates; return the scale and offset that carry
+        the batch-normalized code to the population-normalized one."""
+        running_mean, running_var = self.norm.running_mean, self.norm.running_var
+        if int(self.norm.num_batches_tracked) == 0:
+            # The first batch replaces BatchNorm's placeholder (mean 0, variance 1).
+            running_mean.copy_(batch_mean)
+            running_var.copy_(batch_var)
+        else:
+            rate = self.POPULATION_MOMENTUM
+            second_moment = running_var + running_mean.pow(2)
+            batch_second_moment = batch_var + batch_mean.pow(2)
+            running_mean.lerp_(batch_mean.to(running_mean), rate)
+            second_moment.lerp_(batch_second_moment.to(second_moment), rate)
+            running_var.copy_((second_moment - running_mean.pow(2)).clamp(min=0))
+        population_std = std_of(running_var.float())
+        scale = std_of(batch_var) / population_std
+        offset = (batch_mean - running_mean.float()) / population_std
+        return scale, offset
 
     def extra_repr(self) -> str:
         statistics = "population" if self.population_statistics else "batch"
