@@ -31,7 +31,8 @@ def test_the_recipe_runs_on_another_corpus_and_scales_its_annealing_to_the_run(b
     # of them: int(14 x 0.6) = 8.
     assert "'kl_anneal_updates': 8," in vae_log
     assert "posterior_mean_bn_gamma=1.0," in vae_log and "feed_latent=True," in vae_log
-    assert "encoder_dropout=0.0," in vae_log and ", dropout=0.3," in vae_log
+    assert "encoder_dropout=0.0," in vae_log and ", dropout=0.4," in vae_log
+    assert ", dropout=0.3," in lm_log  # each model at its own better dropout on Brown's valid split
     assert int(json_log_records(vae_log, "train")[-1]["train_num_updates"]) == 14
     assert int(json_log_records(lm_log, "train")[-1]["train_num_updates"]) == 7
 

@@ -42,7 +42,7 @@ common=(--lr 1e-3 --batch-size 32 --cpu --num-workers 0 --seed 1
         --log-format json --log-interval "$log_interval" --no-epoch-checkpoints)
 
 # The VAE: Bowman's sizes with the model options of vae_options.sh (BN-VAE's fixed-scale posterior
-# mean, z fed to the decoder at every step, dropout in the decoder only); KL weight linear from 0
+# mean, z fed to the decoder at every step, dropout 0.4 in the decoder only); KL weight linear from 0
 # to 1 (see above). fused_adam is fairseq's adam on torch's fused kernel: the same update, with an
 # optimizer step of 24 ms instead of 66 on a CPU. Validation every 1,600 updates as well as every
 # epoch; checkpoint_best.pt is the best of those.
