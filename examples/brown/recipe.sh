@@ -16,9 +16,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=${WORK_DIR:-runs/brown-recipe}
 epochs=${EPOCHS:-6}
-# The VAE gets twice the LM's epochs: on Brown's valid split (at decoder dropout 0.3) its best checkpoint (after 9 of
-# the 12) scores 0.07 nats of IW-NLL below the 6-epoch run at the same MI. Twice the LM's
-# budget is the most a latent-code recipe may cost (issue 12), and validation picks the epoch.
+# The VAE gets twice the LM's epochs: on Brown's valid split (at decoder dropout 0.3) its best
+# checkpoint (after 9 of the 12) scored 0.07 nats of IW-NLL below the 6-epoch run at the same MI.
+# Twice the LM's budget is the most a latent-code recipe may cost (issue 12), and validation
+# picks the epoch.
 vae_epochs=$(( 2 * epochs ))
 user_dir=$(svae-user-dir)
 . "$here/vae_options.sh"
