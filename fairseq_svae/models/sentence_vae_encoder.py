@@ -151,43 +151,43 @@ class PosteriorMeanNorm(nn.Module):
             running_mean, running_var = self.norm.running_mean.float(), self.norm.running_var.float()
             return self.gamma * (mean - running_mean) / std_of(running_var) + self.shift
         batch_mean, batch_var = mean.mean(dim=0), mean.var(dim=0, unbiased=False)
-        normalized = (mean - batch_mean) / std_of(batch_var)
-        with torch.no_grad():
-            if self.population_statistics:
-                scale, offset = self._update_population_statistics(batch_mean, batch_var)
-            else:
-                self._update_running_statistics(batch_mean, batch_var, mean.size(0))
-            self.norm.num_batches_tracked.add_(1)
+        batch_std = std_of(batch_var)
+        normalized = (mean - batch_mean) / batch_std
         if self.population_statistics:
-            # Batch renormalization: the value of the population map, batch normalization's gradient.
-            normalized = normalized * scale + offset
+            normalized = self._renormalize(normalized, batch_mean, batch_var, batch_std)
+        else:
+            self._update_running_statistics(batch_mean, batch_var, mean.size(0))
+        self.norm.num_batches_tracked.add_(1)
         return self.gamma * normalized + self.shift
 
+    @torch.no_grad()
     def _update_running_statistics(self, batch_mean: Tensor, batch_var: Tensor, batch_size: int) -> None:
         """Update the running statistics as BatchNorm1d does (its momentum, the unbiased variance)."""
         unbiased_var = batch_var * (batch_size / (batch_size - 1))
         self.norm.running_mean.lerp_(batch_mean.to(self.norm.running_mean), self.norm.momentum)
         self.norm.running_var.lerp_(unbiased_var.to(self.norm.running_var), self.norm.momentum)
 
-    def _update_population_statistics(self, batch_mean: Tensor, batch_var: Tensor) -> tuple[Tensor, Tensor]:
-        """Fold a batch into the population estimates; return the scale and offset that carry
-        the batch-normalized code to the population-normalized one."""
-        running_mean, running_var = self.norm.running_mean, self.norm.running_var
-        if int(self.norm.num_batches_tracked) == 0:
-            # The first batch replaces BatchNorm's placeholder (mean 0, variance 1).
-            running_mean.copy_(batch_mean)
-            running_var.copy_(batch_var)
-        else:
-            rate = self.POPULATION_MOMENTUM
-            second_moment = running_var + running_mean.pow(2)
-            batch_second_moment = batch_var + batch_mean.pow(2)
-            running_mean.lerp_(batch_mean.to(running_mean), rate)
-            second_moment.lerp_(batch_second_moment.to(second_moment), rate)
-            running_var.copy_((second_moment - running_mean.pow(2)).clamp(min=0))
-        population_std = std_of(running_var.float())
-        scale = std_of(batch_var) / population_std
-        offset = (batch_mean - running_mean.float()) / population_std
-        return scale, offset
+    def _renormalize(self, normalized: Tensor, batch_mean: Tensor, batch_var: Tensor, batch_std: Tensor) -> Tensor:
+        """Fold a batch into the population estimates and carry its batch-normalized code to the
+        population-normalized one (batch renormalization: the value of the population map, batch
+        normalization's gradient, since the scale and offset are constants)."""
+        with torch.no_grad():
+            running_mean, running_var = self.norm.running_mean, self.norm.running_var
+            if int(self.norm.num_batches_tracked) == 0:
+                # The first batch replaces BatchNorm's placeholder (mean 0, variance 1).
+                running_mean.copy_(batch_mean)
+                running_var.copy_(batch_var)
+            else:
+                rate = self.POPULATION_MOMENTUM
+                second_moment = running_var + running_mean.pow(2)
+                batch_second_moment = batch_var + batch_mean.pow(2)
+                running_mean.lerp_(batch_mean.to(running_mean), rate)
+                second_moment.lerp_(batch_second_moment.to(second_moment), rate)
+                running_var.copy_((second_moment - running_mean.pow(2)).clamp(min=0))
+            population_std = std_of(running_var.float())
+            scale = batch_std / population_std
+            offset = (batch_mean - running_mean.float()) / population_std
+        return normalized * scale + offset
 
     def extra_repr(self) -> str:
         statistics = "population" if self.population_statistics else "batch"
