@@ -88,3 +88,54 @@ def free_bits_kl(kl_per_dimension: torch.Tensor, free_bits: float) -> torch.Tens
     sentences = kl_per_dimension.size(0)
     batch_mean = kl_per_dimension.mean(dim=0)
     return sentences * torch.clamp(batch_mean, min=free_bits).sum()
+
+
+# The controller's default gain: the weight moves by at most this much per update, so it takes
+# about 1,000 updates to go from 0 to 1 (slow next to how fast the KL answers a change of weight,
+# which keeps the loop from oscillating on the noise of single batches).
+RATE_CONTROL_GAIN = 1e-3
+
+
+class KLRateController:
+    """Holds the training KL at a rate the user asks for, by adjusting the KL weight (beta).
+
+    A constraint with a learned multiplier, updated like ControlVAE's integral term (Shao et al.
+    2020): after every update, beta += gain * clamp((KL - target) / target, -1, 1), then clipped
+    to [0, max_weight]. KL is the update's KL per sentence, summed over all workers, so every
+    rank takes the same step. Starting at beta = 0 the model is an autoencoder whose KL climbs;
+    once it passes the target, beta rises until the KL it leaves holds the target.
+
+    Why this works for any target above what the ELBO itself settles on: at beta = 1 (the ELBO)
+    a text VAE's KL is small, and at beta = 0 nothing bounds it, so some beta in [0, 1] holds
+    every larger target. A target below the ELBO's own KL needs beta > 1 (``--kl-max-weight``).
+    The weight in force is logged as ``kl_weight``; validation still scores the ELBO (weight 1).
+    """
+
+    def __init__(self, target_kl: float, max_weight: float = 1.0, gain: float = RATE_CONTROL_GAIN):
+        if target_kl <= 0:
+            raise OptionError(f"--target-kl must be > 0 nats, got {target_kl}")
+        if gain <= 0:
+            raise OptionError(f"--target-kl-gain must be > 0, got {gain}")
+        if max_weight <= 0:
+            raise OptionError(f"--kl-max-weight must be > 0 with --target-kl, got {max_weight}")
+        self.target_kl = float(target_kl)
+        self.max_weight = float(max_weight)
+        self.gain = float(gain)
+        self.weight = 0.0
+        self.updates_seen = 0
+
+    def observe(self, kl_per_sentence: float) -> float:
+        """Take one update's KL per sentence into account; returns the weight for the next update."""
+        error = (float(kl_per_sentence) - self.target_kl) / self.target_kl
+        error = min(1.0, max(-1.0, error))
+        self.weight = min(self.max_weight, max(0.0, self.weight + self.gain * error))
+        self.updates_seen += 1
+        return self.weight
+
+    def state_dict(self) -> dict:
+        # Plain floats and ints: checkpoints load with torch's weights-only unpickler.
+        return {"target_kl": self.target_kl, "weight": self.weight, "updates_seen": self.updates_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weight = min(self.max_weight, max(0.0, float(state["weight"])))
+        self.updates_seen = int(state.get("updates_seen", 0))

@@ -70,3 +70,56 @@ def test_free_bits_floor_applies_to_batch_averaged_kl_per_dimension():
 def test_zero_free_bits_is_the_plain_summed_kl():
     kl = torch.rand(4, 6)
     assert free_bits_kl(kl, 0.0).item() == pytest.approx(kl.sum().item())
+
+
+# --- The KL rate controller (--target-kl) ---------------------------------------------------
+
+from fairseq_svae.kl_control import KLRateController  # noqa: E402
+
+
+def test_rate_controller_moves_the_weight_by_gain_times_the_clamped_relative_error():
+    controller = KLRateController(target_kl=10.0, max_weight=1.0, gain=0.01)
+    assert controller.weight == 0.0  # an autoencoder at first
+    controller.observe(15.0)  # 50% above the target: the weight rises by half the gain
+    assert controller.weight == pytest.approx(0.005)
+    controller.observe(1000.0)  # far above: the step is clamped to the gain
+    assert controller.weight == pytest.approx(0.015)
+    controller.observe(0.0)  # far below: the step is clamped to -gain
+    assert controller.weight == pytest.approx(0.005)
+    controller.observe(0.0)
+    assert controller.weight == 0.0  # never negative
+    for _ in range(500):
+        controller.observe(1e6)
+    assert controller.weight == 1.0  # never above --kl-max-weight
+
+
+def test_rate_controller_holds_the_kl_of_a_system_that_answers_the_weight():
+    # A stand-in for training: the KL the model settles at falls with the weight (KL = 40 at
+    # weight 0, 2 at weight 1, the ELBO's own rate). The controller must find the weight that
+    # gives the target, from any start.
+    def settled_kl(weight):
+        return 40.0 * (0.05 ** weight)
+
+    for target in (5.0, 12.0, 30.0):
+        controller = KLRateController(target_kl=target, gain=0.01)
+        for _ in range(3000):
+            controller.observe(settled_kl(controller.weight))
+        assert settled_kl(controller.weight) == pytest.approx(target, rel=0.02)
+
+
+def test_rate_controller_state_round_trips_as_plain_numbers():
+    controller = KLRateController(target_kl=20.0)
+    for kl in (50.0, 40.0, 30.0):
+        controller.observe(kl)
+    state = controller.state_dict()
+    assert all(isinstance(value, (int, float)) for value in state.values())
+    restored = KLRateController(target_kl=20.0)
+    restored.load_state_dict(state)
+    assert restored.weight == controller.weight and restored.updates_seen == 3
+
+
+@pytest.mark.parametrize("target, gain, max_weight", [(0.0, 1e-3, 1.0), (-5.0, 1e-3, 1.0), (5.0, 0.0, 1.0),
+                                                       (5.0, 1e-3, 0.0)])
+def test_rate_controller_refuses_settings_it_cannot_hold(target, gain, max_weight):
+    with pytest.raises(OptionError):
+        KLRateController(target_kl=target, gain=gain, max_weight=max_weight)

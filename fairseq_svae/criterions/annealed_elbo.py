@@ -42,7 +42,13 @@ from fairseq_svae.importance_sampling import (
     mutual_information,
     posterior_mean_variance_from_sums,
 )
-from fairseq_svae.kl_control import KL_SCHEDULES, KLSchedule, free_bits_kl
+from fairseq_svae.kl_control import (
+    KL_SCHEDULES,
+    RATE_CONTROL_GAIN,
+    KLRateController,
+    KLSchedule,
+    free_bits_kl,
+)
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
 
@@ -85,6 +91,18 @@ class AnnealedELBOConfig(FairseqDataclass):
         metadata={"help": "KL floor in nats per latent dimension, on the batch-averaged KL "
                           "(Kingma et al. 2016); 0 disables it"},
     )
+    target_kl: float = field(
+        default=0.0,
+        metadata={"help": "the rate to train at: hold the training KL at this many nats per "
+                          "sentence by adjusting the KL weight after every update (it starts at 0 "
+                          "and stays within [0, --kl-max-weight]); replaces --kl-schedule. "
+                          "0 = off"},
+    )
+    target_kl_gain: float = field(
+        default=RATE_CONTROL_GAIN,
+        metadata={"help": "with --target-kl: the most the KL weight moves in one update "
+                          "(it moves by gain x the relative KL error, clamped to [-1, 1])"},
+    )
 
 
 @register_criterion("annealed_elbo", dataclass=AnnealedELBOConfig)
@@ -93,7 +111,8 @@ class AnnealedELBOCriterion(FairseqCriterion):
     (see the module docstring: ``valid_mi`` is a per-batch estimate, at most log(batch sentences))."""
 
     def __init__(self, task, kl_schedule, kl_max_weight, kl_logistic_slope, kl_logistic_midpoint,
-                 kl_anneal_updates, kl_cycles, kl_cycle_rise_fraction, free_bits):
+                 kl_anneal_updates, kl_cycles, kl_cycle_rise_fraction, free_bits, target_kl=0.0,
+                 target_kl_gain=RATE_CONTROL_GAIN):
         super().__init__(task)
         self.kl_schedule = KLSchedule(
             name=kl_schedule,
@@ -107,6 +126,11 @@ class AnnealedELBOCriterion(FairseqCriterion):
         if free_bits < 0:
             raise OptionError(f"--free-bits must be >= 0, got {free_bits}")
         self.free_bits = free_bits
+        if target_kl < 0:
+            raise OptionError(f"--target-kl must be >= 0 nats (0 = off), got {target_kl}")
+        self.rate_controller = (
+            KLRateController(target_kl, max_weight=kl_max_weight, gain=target_kl_gain) if target_kl > 0 else None
+        )
         self.num_updates = 0
 
     def set_num_updates(self, num_updates):
@@ -124,7 +148,7 @@ class AnnealedELBOCriterion(FairseqCriterion):
         kl_per_dimension = kl_to_standard_normal(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR])
         kl = kl_per_dimension.sum()
         if model.training:
-            kl_weight = self.kl_schedule(self.num_updates)
+            kl_weight = self.training_kl_weight()
             loss = nll + kl_weight * free_bits_kl(kl_per_dimension, self.free_bits)
         else:
             kl_weight = 1.0
@@ -141,9 +165,27 @@ class AnnealedELBOCriterion(FairseqCriterion):
             "nsentences": nsentences,
             "sample_size": nsentences,
         }
+        if model.training and self.rate_controller is not None:
+            logging_output[RATE_CONTROL_SENTENCES] = nsentences
         if not model.training:
             logging_output.update(latent_statistics(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR]))
         return loss, nsentences, logging_output
+
+    def training_kl_weight(self) -> float:
+        """The KL weight of the current update: the rate controller's, or the schedule's."""
+        if self.rate_controller is not None:
+            return self.rate_controller.weight
+        return self.kl_schedule(self.num_updates)
+
+    def observe_training_update(self, logging_outputs) -> None:
+        """Called with one update's logging outputs, summed over all workers (the same on every
+        rank), after the update: the rate controller's step."""
+        if self.rate_controller is None:
+            return
+        sentences = utils.item(sum(log.get(RATE_CONTROL_SENTENCES, 0) for log in logging_outputs))
+        if sentences > 0:  # 0: validation, or a worker's empty dummy batch
+            kl = utils.item(sum(log.get("kl", 0) for log in logging_outputs))
+            self.rate_controller.observe(kl / sentences)
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -171,6 +213,11 @@ class AnnealedELBOCriterion(FairseqCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+# Sentences of a training batch under --target-kl: marks the logging outputs the rate
+# controller steps on (validation batches and empty dummy batches carry none).
+RATE_CONTROL_SENTENCES = "rate_control_sentences"
 
 
 # --- Validation-only latent statistics (mutual information, active units) ---------------------

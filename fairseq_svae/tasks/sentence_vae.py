@@ -157,8 +157,11 @@ class SentenceVAETask(FairseqTask):
             )
             if cfg.aggressive_encoder_updates else None
         )
-        self._aggressive_resume_checked = False
+        self._training_state_restored = False
         self._encoder_fitted_for_update: Optional[int] = None
+        # The criterion fairseq-train trains with: its KL rate controller's state is training
+        # state that the checkpoint's task state carries.
+        self._criterion = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceVAETaskConfig, **kwargs):
@@ -244,7 +247,9 @@ class SentenceVAETask(FairseqTask):
         # The KL weight follows the update count; fairseq 0.12 tells only the model about it.
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
-        aggressive = self.aggressive is not None and self._aggressive_phase(update_num)
+        if not self._training_state_restored:
+            self._restore_training_state(update_num)
+        aggressive = self.aggressive is not None and self.aggressive.is_active(update_num)
         encoder_steps = None
         # Once per update, however many batches --update-freq accumulates into it.
         if aggressive and self._encoder_fitted_for_update != update_num:
@@ -266,16 +271,27 @@ class SentenceVAETask(FairseqTask):
             logging_output[ENCODER_STEPS] = encoder_steps or 0
         return loss, sample_size, logging_output
 
-    def _aggressive_phase(self, update_num: int) -> bool:
-        if not self._aggressive_resume_checked:
-            self._aggressive_resume_checked = True
-            path = restored_checkpoint_path(self.cfg.save_dir, self.cfg.restore_file,
-                                            self.cfg.checkpoint_suffix, self.cfg.continue_once)
-            if update_num > 0 and path is not None:
-                saved = load_checkpoint_state(path).get("task_state", {})
-                if AggressiveEncoderUpdates.STATE_KEY in saved:
-                    self.aggressive.load_state_dict(saved[AggressiveEncoderUpdates.STATE_KEY])
-        return self.aggressive.is_active(update_num)
+    def _restore_training_state(self, update_num: int) -> None:
+        """Read back the task's part of the checkpoint fairseq-train resumed from (its trainer
+        restores everything else): the aggressive phase and the KL rate controller."""
+        self._training_state_restored = True
+        path = restored_checkpoint_path(self.cfg.save_dir, self.cfg.restore_file,
+                                        self.cfg.checkpoint_suffix, self.cfg.continue_once)
+        if update_num == 0 or path is None:
+            return
+        saved = load_checkpoint_state(path).get("task_state", {})
+        if self.aggressive is not None and AggressiveEncoderUpdates.STATE_KEY in saved:
+            self.aggressive.load_state_dict(saved[AggressiveEncoderUpdates.STATE_KEY])
+        controller = self._rate_controller()
+        if controller is not None and RATE_CONTROL_STATE_KEY in saved:
+            controller.load_state_dict(saved[RATE_CONTROL_STATE_KEY])
+
+    def build_criterion(self, cfg):
+        self._criterion = super().build_criterion(cfg)
+        return self._criterion
+
+    def _rate_controller(self):
+        return getattr(self._criterion, "rate_controller", None)
 
     def valid_step(self, sample, model, criterion):
         with self.precision(model):
@@ -286,6 +302,10 @@ class SentenceVAETask(FairseqTask):
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
+        # fairseq calls this once per update with the outputs summed over all workers, so
+        # every rank's controller takes the same step.
+        if hasattr(criterion, "observe_training_update"):
+            criterion.observe_training_update(logging_outputs)
         encoder_steps = encoder_steps_of(logging_outputs)
         if encoder_steps is not None:
             metrics.log_scalar("encoder_steps", encoder_steps, round=1)
@@ -332,6 +352,8 @@ class SentenceVAETask(FairseqTask):
         state[DICTIONARY_STATE_KEY] = dictionary_fingerprint(self.dictionary)
         if self.aggressive is not None:
             state[AggressiveEncoderUpdates.STATE_KEY] = self.aggressive.state_dict()
+        if self._rate_controller() is not None:
+            state[RATE_CONTROL_STATE_KEY] = self._rate_controller().state_dict()
         return state
 
     def load_state_dict(self, state_dict):
@@ -349,7 +371,7 @@ class SentenceVAETask(FairseqTask):
             )
         if self.aggressive is not None and AggressiveEncoderUpdates.STATE_KEY in state_dict:
             self.aggressive.load_state_dict(state_dict[AggressiveEncoderUpdates.STATE_KEY])
-            self._aggressive_resume_checked = True
+            self._training_state_restored = True
         super().load_state_dict(state_dict)
 
     @property
@@ -363,6 +385,7 @@ class SentenceVAETask(FairseqTask):
 
 
 DICTIONARY_STATE_KEY = "dictionary"
+RATE_CONTROL_STATE_KEY = "kl_rate_control"
 
 
 def check_precision_options(cfg: SentenceVAETaskConfig) -> None:
