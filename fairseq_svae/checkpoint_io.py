@@ -24,9 +24,18 @@ any checkpoint is read). Besides allowing that class it wraps two fairseq functi
 - ``PathManager.copy``: fairseq writes ``checkpoint_last.pt``/``checkpoint_best.pt`` by copying
   the checkpoint it just saved; a plain copy interrupted half way would destroy the good file,
   so the copy goes to a temporary file that is renamed into place.
+
+and a third for runs on several processes: when fairseq-train resumes on several ranks, rank 0
+loads the checkpoint and sends the state it loaded to the others through
+``fairseq.distributed.utils._broadcast_object_slow``, which the others ``torch.load``. That state
+is the checkpoint after fairseq's loader turned its ``cfg`` into an omegaconf ``DictConfig``
+and took its tensors out (each replaced by a ``_TensorPlaceholder``), so it names the classes of
+:data:`BROADCAST_STATE_GLOBALS`; they are allowed while such an object is received, and only
+then: checkpoint files never hold them.
 """
 
 import argparse
+import collections
 import errno
 import io
 import mmap
@@ -37,17 +46,32 @@ import re
 import shutil
 import struct
 import zipfile
+import typing
 import zlib
 from typing import Dict, Optional
 
 import torch
 from fairseq import checkpoint_utils
+from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
+from omegaconf import AnyNode, DictConfig, ListConfig
+from omegaconf.base import ContainerMetadata, Metadata
 
 from fairseq_svae.errors import UserError
 
 # Python classes that fairseq 0.12 checkpoints contain besides what torch allows by default.
 FAIRSEQ_CHECKPOINT_GLOBALS = (argparse.Namespace,)
+
+# What the state rank 0 broadcasts to the other ranks on resuming names besides those (found by
+# resuming a two-rank run of this plugin's model and of fairseq's lstm_lm, and by listing
+# torch.serialization.get_unsafe_globals_in_checkpoint of that state as fairseq pickles it):
+# the omegaconf containers of ``cfg`` with their metadata (a node's type annotation is
+# typing.Any, a key's type the builtin int), their flags' defaultdict, the builtins list and
+# dict that omegaconf rebuilds its content with, and fairseq's stand-in for a tensor sent apart.
+BROADCAST_STATE_GLOBALS = (
+    DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, int, dict, list,
+    collections.defaultdict, distributed_utils._TensorPlaceholder,
+)
 
 # The two formats torch.load reads (what verify_checkpoint_file returns).
 ZIP_CHECKPOINT = "zip archive"  # what torch.save writes since torch 1.6
@@ -362,9 +386,27 @@ def _atomic_copy(original):
     return copy
 
 
+def _receives_fairseq_state(original):
+    """fairseq's object broadcast, receiving with the classes of a loaded checkpoint's state
+    allowed (on top of those already allowed) for that one torch.load."""
+    def _broadcast_object_slow(*args, **kwargs):
+        # Only those not allowed already: leaving the context removes what it added.
+        allowed = torch.serialization.get_safe_globals()
+        added = [name for name in BROADCAST_STATE_GLOBALS if name not in allowed]
+        with torch.serialization.safe_globals(added):
+            return original(*args, **kwargs)
+
+    _broadcast_object_slow.__wrapped__ = original
+    return _broadcast_object_slow
+
+
 def install() -> None:
-    """Allow fairseq's checkpoint classes and wrap fairseq's loader and copier (idempotent)."""
+    """Allow fairseq's checkpoint classes and wrap fairseq's loader, copier and broadcast
+    (idempotent)."""
     torch.serialization.add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
+    if not hasattr(distributed_utils._broadcast_object_slow, "__wrapped__"):
+        distributed_utils._broadcast_object_slow = _receives_fairseq_state(
+            distributed_utils._broadcast_object_slow)
     if not hasattr(checkpoint_utils.load_checkpoint_to_cpu, "__wrapped__"):
         checkpoint_utils.load_checkpoint_to_cpu = _load_checkpoint_to_cpu_explained(
             checkpoint_utils.load_checkpoint_to_cpu
