@@ -15,23 +15,28 @@ only check is torch's reader). A damaged file is thus called damaged, with the r
 of being taken for an unsafe one, or, with altered weights, loading silently.
 
 :func:`install` runs when the plugin is imported (``--user-dir`` modules are imported before
-any checkpoint is read). Besides allowing that class it wraps two fairseq functions:
+any checkpoint is read). Besides allowing that class it wraps these fairseq functions:
 
 - ``checkpoint_utils.load_checkpoint_to_cpu``, through which fairseq-generate, fairseq-validate,
   svae-eval, the hub's ``from_pretrained`` and fairseq-train's resume all load: the file is
   verified first, and the refusal and a damaged file become errors that name the file, the
   reason and what to do, instead of a pickle traceback that suggests turning the protection off;
-- ``PathManager.copy``: fairseq writes ``checkpoint_last.pt``/``checkpoint_best.pt`` by copying
-  the checkpoint it just saved; a plain copy interrupted half way would destroy the good file,
-  so the copy goes to a temporary file that is renamed into place.
-
-and a third for runs on several processes: when fairseq-train resumes on several ranks, rank 0
-loads the checkpoint and sends the state it loaded to the others through
-``fairseq.distributed.utils._broadcast_object_slow``, which the others ``torch.load``. That state
-is the checkpoint after fairseq's loader turned its ``cfg`` into an omegaconf ``DictConfig``
-and took its tensors out (each replaced by a ``_TensorPlaceholder``), so it names the classes of
-:data:`BROADCAST_STATE_GLOBALS`; they are allowed while such an object is received, and only
-then: checkpoint files never hold them.
+- ``checkpoint_utils.torch_persistent_save`` and ``PathManager.copy``: fairseq-train writes the
+  first checkpoint of a save (``checkpointN.pt``, ``checkpoint_best.pt`` or ``checkpoint_last.pt``)
+  with the one and copies it to the others with the other. Both now write a temporary file of
+  their own in the same directory (``NAME.tmp-PID-RANDOM``, unique per writer), flush it to the
+  disk and rename it over ``NAME`` (:func:`write_whole`): a run killed or out of space during a
+  save leaves the previous ``NAME`` whole, never half a file and never no file. A full disk
+  (``ENOSPC``, ``EDQUOT``) or a file-size limit (``EFBIG``) removes the temporary file and stops
+  the run with :class:`DiskFullError`, naming the directory and the space the checkpoint needs;
+  the same command, started again, resumes from ``checkpoint_last.pt``.
+- ``fairseq.distributed.utils._broadcast_object_slow``, for runs on several processes: when
+  fairseq-train resumes on several ranks, rank 0 loads the checkpoint and sends the state it
+  loaded to the others through it, and they ``torch.load`` it. That state is the checkpoint after
+  fairseq's loader turned its ``cfg`` into an omegaconf ``DictConfig`` and took its tensors out
+  (each replaced by a ``_TensorPlaceholder``), so it names the classes of
+  :data:`BROADCAST_STATE_GLOBALS`; they are allowed while such an object is received, and only
+  then: checkpoint files never hold them.
 """
 
 import argparse
@@ -45,10 +50,11 @@ import pickletools
 import re
 import shutil
 import struct
-import zipfile
+import tempfile
 import typing
+import zipfile
 import zlib
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from fairseq import checkpoint_utils
@@ -94,6 +100,10 @@ class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
 
 class DamagedCheckpointError(UserError, RuntimeError):
     """The checkpoint file is empty, truncated, altered, or not a fairseq checkpoint at all."""
+
+
+class DiskFullError(UserError, OSError):
+    """A checkpoint could not be written whole: no space left, a quota or a file-size limit."""
 
 
 def damaged(path, reason: str) -> DamagedCheckpointError:
@@ -373,13 +383,210 @@ def _load_checkpoint_to_cpu_explained(original):
     return load_checkpoint_to_cpu
 
 
+# What a write that ran out of room fails with: a full file system, a disk quota, a file-size limit.
+NO_ROOM_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT", errno.EFBIG: "EFBIG"}
+# The temporary files of write_whole: NAME.tmp-PID-RANDOM, in NAME's directory.
+TEMPORARY_INFIX = ".tmp-"
+TEMPORARY_NAME = re.compile(r"(?P<name>.+)\.tmp-(?P<pid>\d+)-[A-Za-z0-9_]+")
+
+
+def _file_mode() -> int:
+    """The mode open() gives a new file under the process's umask (mkstemp gives 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _room_error(error: BaseException) -> Optional[OSError]:
+    """The OSError saying there was no room, in ``error`` or what it was raised from or while
+    handling (torch's archive writer reports the failed write of its file as a RuntimeError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in NO_ROOM_ERRNOS:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:,.0f} bytes" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+
+
+class _CountingSink:
+    """A file-like object that only counts what torch.save writes into it."""
+
+    def __init__(self):
+        self.count = 0
+
+    def write(self, data) -> int:
+        self.count += memoryview(data).nbytes
+        return memoryview(data).nbytes
+
+    def flush(self):
+        pass
+
+
+def serialized_size(obj) -> int:
+    """How many bytes ``torch.save(obj, ...)`` writes."""
+    sink = _CountingSink()
+    torch.save(obj, sink)
+    return sink.count
+
+
+def disk_full(path, error: OSError, written: int, needed: Optional[int]) -> DiskFullError:
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    try:
+        free = f"{_size(shutil.disk_usage(directory).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    needs = f"{_size(needed)} needed" if needed is not None else "size unknown"
+    what = f"{os.strerror(error.errno)} [{NO_ROOM_ERRNOS[error.errno]}]"
+    if error.errno == errno.EFBIG:
+        todo = (f"raise the file-size limit (ulimit -f) of the run to at least "
+                f"{_size(needed) if needed is not None else 'the size of the checkpoint'}")
+    else:
+        todo = f"free at least {_size(needed) if needed is not None else 'that much'} in {directory}"
+    last = os.path.join(directory, "checkpoint_last.pt")
+    resume = ("resumes from checkpoint_last.pt, the last checkpoint saved whole"
+              if os.path.exists(last) else "starts again from the beginning (no checkpoint_last.pt yet)")
+    return DiskFullError(
+        f"no room to save {name} in {directory}: {what} after {written:,} bytes ({needs}, {free}); "
+        f"nothing was left half-written. To go on, {todo}, then run the same command again: it "
+        f"{resume}"
+    )
+
+
+def write_whole(path, write: Callable, needed: Optional[Callable[[], int]] = None) -> None:
+    """Write ``path`` through ``write(temporary_path)``, never leaving half a file.
+
+    ``write`` fills a temporary file of this writer's own (``NAME.tmp-PID-RANDOM``) in the same
+    directory; it is flushed to the disk and renamed over ``path`` (``os.replace``: atomic, the old
+    file stays until the new one is whole). On any failure the temporary file is removed; a
+    failure for lack of room (ENOSPC, EDQUOT, EFBIG) becomes :class:`DiskFullError`, which gives
+    ``needed()`` bytes as the space needed."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f"{os.path.basename(path)}{TEMPORARY_INFIX}{os.getpid()}-", suffix="")
+    try:
+        os.fchmod(handle, _file_mode())
+        os.close(handle)
+        handle = None
+        write(temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    except BaseException as error:
+        written = _file_size(temporary)
+        if handle is not None:
+            os.close(handle)
+        _remove(temporary)
+        room = _room_error(error) if isinstance(error, Exception) else None
+        if room is not None:
+            try:
+                size = needed() if needed is not None else None
+            except Exception:  # counting is a courtesy; the message can do without it
+                size = None
+            raise disk_full(path, room, written, size) from error
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync(path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)  # a full disk can first show here (delayed allocation, NFS)
+    finally:
+        os.close(handle)
+
+
+def _fsync_directory(directory) -> None:
+    """Make the rename itself durable; not every file system can sync a directory."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _file_size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _remove(path) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporary_files(directory) -> list:
+    """Remove the temporary files of :func:`write_whole` that writers killed mid-write left in
+    ``directory`` (their process is gone); return their paths."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = TEMPORARY_NAME.fullmatch(name)
+        if match is None:
+            continue
+        pid = int(match.group("pid"))
+        if pid != os.getpid() and not _pid_alive(pid):
+            path = os.path.join(directory, name)
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _is_remote(path) -> bool:
+    return "://" in str(path)
+
+
+def _whole_save(original):
+    def torch_persistent_save(obj, filename, async_write: bool = False):
+        if async_write or not isinstance(filename, (str, os.PathLike)) or _is_remote(filename):
+            return original(obj, filename, async_write)  # fairseq's own handling
+
+        def save(temporary):
+            with open(temporary, "wb") as handle:
+                torch.save(obj, handle)
+
+        write_whole(filename, save, needed=lambda: serialized_size(obj))
+
+    torch_persistent_save.__wrapped__ = original
+    return torch_persistent_save
+
+
 def _atomic_copy(original):
     def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
-        if "://" in str(dst_path):  # remote storage: leave it to fairseq's own handler
+        if _is_remote(dst_path):  # remote storage: leave it to fairseq's own handler
             return original(src_path, dst_path, overwrite)
-        temporary = f"{dst_path}.tmp-copy"
-        shutil.copyfile(src_path, temporary)
-        os.replace(temporary, dst_path)  # atomic on POSIX: the old file or the new, never half
+        write_whole(dst_path, lambda temporary: shutil.copyfile(src_path, temporary),
+                    needed=lambda: os.stat(src_path).st_size)
         return True
 
     copy.__wrapped__ = original
@@ -401,7 +608,7 @@ def _receives_fairseq_state(original):
 
 
 def install() -> None:
-    """Allow fairseq's checkpoint classes and wrap fairseq's loader, copier and broadcast
+    """Allow fairseq's checkpoint classes and wrap fairseq's loader, saver, copier and broadcast
     (idempotent)."""
     torch.serialization.add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
     if not hasattr(distributed_utils._broadcast_object_slow, "__wrapped__"):
@@ -411,5 +618,7 @@ def install() -> None:
         checkpoint_utils.load_checkpoint_to_cpu = _load_checkpoint_to_cpu_explained(
             checkpoint_utils.load_checkpoint_to_cpu
         )
+    if not hasattr(checkpoint_utils.torch_persistent_save, "__wrapped__"):
+        checkpoint_utils.torch_persistent_save = _whole_save(checkpoint_utils.torch_persistent_save)
     if not hasattr(PathManager.copy, "__wrapped__"):
         PathManager.copy = staticmethod(_atomic_copy(PathManager.copy))

@@ -2,15 +2,25 @@
 resuming on several ranks, one run per save directory, saving that survives a full disk."""
 
 import os
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 
 import torch
+from fairseq import checkpoint_utils
+from fairseq.file_io import PathManager
 
-from fairseq_svae.checkpoint_io import load_checkpoint_state
+from fairseq_svae.checkpoint_io import (
+    TEMPORARY_NAME,
+    _file_mode,
+    load_checkpoint_state,
+    remove_stale_temporary_files,
+)
+from fairseq_svae.save_dir_lock import LOCK_NAME
 
-from conftest import BIN, json_log_records, train_args
+from conftest import BIN, json_log_records, run_command, train_args
 
 RANK_TIMEOUT = 240  # seconds; a rank that has not finished by then is stuck (e.g. waiting for a peer)
 
@@ -77,6 +87,8 @@ def test_a_two_rank_run_resumes_from_checkpoint_last(data_bin, tmp_path):
     assert int(final["train_num_updates"]) == 8
     state = load_checkpoint_state(save_dir / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] == 8
+    # Rank 0 alone took the save directory's lock, and let go of it.
+    assert not (save_dir / LOCK_NAME).exists()
 
 
 def test_the_broadcast_classes_are_allowed_only_while_a_state_is_received():
@@ -91,3 +103,94 @@ def test_the_broadcast_classes_are_allowed_only_while_a_state_is_received():
     allowed = torch.serialization.get_safe_globals()
     assert all(name in allowed for name in FAIRSEQ_CHECKPOINT_GLOBALS)
     assert DictConfig in BROADCAST_STATE_GLOBALS and DictConfig not in allowed
+
+
+# --- 2. One run per save directory ---------------------------------------------------------------
+
+def wait_for(condition, timeout=120.0, interval=0.05, process=None):
+    """Poll ``condition()`` until it is true; False after ``timeout`` or once ``process`` ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process is not None and process.poll() is not None:
+            return bool(condition())
+        time.sleep(interval)
+    return False
+
+
+def error_lines(output: str):
+    return [line for line in output.splitlines() if ": error: " in line]
+
+
+def test_a_second_run_on_a_save_dir_in_use_refuses_and_a_killed_runs_lock_does_not_block(data_bin, tmp_path):
+    save_dir = tmp_path / "one-run"
+    lock = save_dir / LOCK_NAME
+    first = start_train(train_args(data_bin, save_dir, "--max-epoch", "200", "--no-epoch-checkpoints"))
+    try:
+        assert wait_for(lambda: lock.exists() and f'"pid": {first.pid}' in lock.read_text(), process=first), \
+            finish(first, timeout=1)[1][-3000:]
+        second = run_command("fairseq-train", *train_args(data_bin, save_dir, "--max-update", "2"), check=False)
+        assert second.returncode == 1, second.stderr[-3000:]
+        assert "Traceback" not in second.stderr
+        lines = error_lines(second.stdout + second.stderr)
+        assert len(lines) == 1, second.stderr[-3000:]
+        assert lines[0].startswith(
+            f"fairseq-train: error: SaveDirectoryInUseError: --save-dir {save_dir} is in use by "
+            f"fairseq-train process {first.pid}, started "), lines[0]
+        assert f"kill {first.pid}" in lines[0] and "another --save-dir" in lines[0]
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    # The killed run's lock file is still there, with its (now dead) process id.
+    assert f'"pid": {first.pid}' in lock.read_text()
+
+    resumable = (save_dir / "checkpoint_last.pt").exists()
+    third = run_command("fairseq-train", *train_args(data_bin, save_dir, "--max-update", "3",
+                                                     "--no-epoch-checkpoints"))
+    assert ("Loaded checkpoint" in third.stdout) == resumable
+    assert not lock.exists()  # a run that ends removes its lock
+    assert not temporary_files(save_dir)
+
+
+def temporary_files(directory):
+    return sorted(path.name for path in directory.iterdir() if TEMPORARY_NAME.fullmatch(path.name))
+
+
+def test_temporary_checkpoint_files_are_unique_per_writer(tmp_path, monkeypatch):
+    source = tmp_path / "checkpoint3.pt"
+    source.write_bytes(b"checkpoint" * 1000)
+    renamed = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        renamed.append((src, dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    for destination in ("checkpoint_last.pt", "checkpoint_last.pt", "checkpoint_best.pt"):
+        assert PathManager.copy(str(source), str(tmp_path / destination), overwrite=True)
+    checkpoint_utils.torch_persistent_save({"model": {}}, str(tmp_path / "checkpoint_last.pt"))
+    temporaries = [src for src, _ in renamed]
+    assert len(set(temporaries)) == len(temporaries) == 4
+    for temporary, destination in renamed:
+        name = os.path.basename(temporary)
+        assert os.path.dirname(temporary) == str(tmp_path)  # same directory: the rename is atomic
+        assert name.startswith(f"{os.path.basename(destination)}.tmp-{os.getpid()}-")
+        assert TEMPORARY_NAME.fullmatch(name)
+    assert temporary_files(tmp_path) == []
+    assert (tmp_path / "checkpoint_best.pt").read_bytes() == source.read_bytes()
+    assert oct((tmp_path / "checkpoint_best.pt").stat().st_mode & 0o777) == oct(_file_mode())
+
+
+def test_only_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"checkpoint_last.pt.tmp-{dead.pid}-abc123"
+    mine = tmp_path / f"checkpoint_last.pt.tmp-{os.getpid()}-def456"
+    other = tmp_path / "checkpoint_last.pt.tmp"  # not ours (fairseq's own name): left alone
+    for path in (stale, mine, other):
+        path.write_bytes(b"half")
+    assert remove_stale_temporary_files(tmp_path) == [str(stale)]
+    assert not stale.exists() and mine.exists() and other.exists()
