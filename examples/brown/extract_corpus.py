@@ -1,4 +1,5 @@
-"""Write the embedded Brown corpus (examples/brown/corpus/*.txt.xz) as plain text into a directory."""
+"""Write an embedded corpus (by default examples/brown/corpus/*.txt.xz; ``--corpus`` names another,
+such as examples/captions/corpus) as plain text into a directory."""
 
 import argparse
 import lzma
@@ -8,13 +9,13 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 SPLITS = ("train", "valid", "test")
 
 
-def extract(destination: Path) -> Path:
+def extract(destination: Path, corpus: Path = CORPUS) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         target = destination / f"{split}.txt"
         if not target.exists():
             temporary = target.with_suffix(".txt.partial")
-            temporary.write_bytes(lzma.decompress((CORPUS / f"{split}.txt.xz").read_bytes()))
+            temporary.write_bytes(lzma.decompress((corpus / f"{split}.txt.xz").read_bytes()))
             temporary.replace(target)
     return destination
 
@@ -22,7 +23,10 @@ def extract(destination: Path) -> Path:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("destination", type=Path, help="directory for train.txt, valid.txt, test.txt")
-    print(extract(parser.parse_args().destination))
+    parser.add_argument("--corpus", type=Path, default=CORPUS,
+                        help="directory of the compressed splits (default: the Brown corpus)")
+    args = parser.parse_args()
+    print(extract(args.destination, args.corpus))
 
 
 if __name__ == "__main__":

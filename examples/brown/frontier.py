@@ -42,6 +42,11 @@ import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+
+def command_path(name: str):
+    """The command installed beside this Python, else the one on PATH."""
+    return BIN / name if (BIN / name).exists() else name
 USER_DIR = Path(__file__).resolve().parents[2] / "fairseq_svae"
 BLEU_LINE = re.compile(r"BLEU = ([\d.]+)")
 
@@ -122,17 +127,18 @@ def score(args, name, checkpoint, out: Path) -> dict:
     if figures is not None:
         print(f"   {json_path}: scored before with this protocol, read back", flush=True)
         return figures
-    command = [BIN / "svae-eval", args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
-               "--gen-subset", args.split, "--iw-samples", args.iw_samples, "--cpu", "--seed", "1",
+    device = [] if args.gpu else ["--cpu"]
+    command = [command_path("svae-eval"), args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
+               "--gen-subset", args.split, "--iw-samples", args.iw_samples, *device, "--seed", "1",
                "--json", json_path, "--no-progress-bar"]
     if args.first_sentences:
         command += ["--first-sentences", args.first_sentences]
     run(command)
     figures = json.loads(json_path.read_text())
     if figures["model"] == "sentence_vae":
-        generated = run([BIN / "fairseq-generate", args.data_bin, "--user-dir", USER_DIR, "--task", "sentence_vae",
+        generated = run([command_path("fairseq-generate"), args.data_bin, "--user-dir", USER_DIR, "--task", "sentence_vae",
                          "--path", checkpoint, "--gen-subset", args.split, "--beam", "1", "--batch-size", "200",
-                         "--scoring", "sacrebleu", "--cpu", "--quiet"])
+                         "--scoring", "sacrebleu", *device, "--quiet"])
         match = BLEU_LINE.search(generated)
         figures["greedy_reconstruction_bleu"] = float(match.group(1)) if match else None
     figures["frontier_protocol"] = protocol(args)
@@ -192,6 +198,7 @@ def main():
     parser.add_argument("--first-sentences", type=int, default=None)
     parser.add_argument("--setting", action="append", required=True, metavar="NAME=CHECKPOINT[:LOG...]")
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--gpu", action="store_true", help="score on the GPU (default: the CPU)")
     parser.add_argument("--rescore", action="store_true",
                         help="score every setting anew, even where --out-dir holds current figures")
     args = parser.parse_args()
