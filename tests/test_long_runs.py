@@ -2,22 +2,28 @@
 resuming on several ranks, one run per save directory, saving that survives a full disk."""
 
 import os
+import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 
+import pytest
 import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
 from fairseq_svae.checkpoint_io import (
     TEMPORARY_NAME,
+    DiskFullError,
     _file_mode,
     load_checkpoint_state,
     remove_stale_temporary_files,
 )
+from fairseq_svae.errors import UserError
 from fairseq_svae.save_dir_lock import LOCK_NAME
 
 from conftest import BIN, json_log_records, run_command, train_args
@@ -194,3 +200,118 @@ def test_only_temporary_files_of_dead_writers_are_removed(tmp_path):
         path.write_bytes(b"half")
     assert remove_stale_temporary_files(tmp_path) == [str(stale)]
     assert not stale.exists() and mine.exists() and other.exists()
+
+
+# --- 3. Saving that survives a full disk or a kill during a save ----------------------------------
+
+def file_size_limit(limit_bytes: int):
+    """preexec_fn: a process whose writes past ``limit_bytes`` into any one file fail with EFBIG
+    (an OSError) instead of killing it with SIGXFSZ."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.RLIM_INFINITY))
+    return limit
+
+
+def test_a_full_disk_during_a_save_stops_in_one_line_and_the_same_command_resumes(data_bin, tmp_path):
+    save_dir = tmp_path / "full-disk"
+    command = train_args(data_bin, save_dir, "--no-epoch-checkpoints")
+    run_command("fairseq-train", *command, "--max-update", "4")
+    last = save_dir / "checkpoint_last.pt"
+    before = last.read_bytes()
+
+    # The same run, continued, with room for less than half a checkpoint per file.
+    limited = start_train([*command, "--max-update", "8"], preexec_fn=file_size_limit(len(before) // 2))
+    status, output = finish(limited)
+    assert status == 1, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    lines = error_lines(output)
+    assert len(lines) == 1, output[-4000:]
+    match = re.fullmatch(
+        rf"fairseq-train: error: DiskFullError: no room to save (checkpoint_\w+\.pt) in {re.escape(str(save_dir))}: "
+        rf"File too large \[EFBIG\] after ([\d,]+) bytes \(([\d.]+) MiB needed, [\d.]+ [KMGT]iB free there\); "
+        rf"nothing was left half-written\. To go on, raise the file-size limit \(ulimit -f\) of the run to at "
+        rf"least \3 MiB, then run the same command again: it resumes from checkpoint_last\.pt, the last "
+        rf"checkpoint saved whole", lines[0])
+    assert match, lines[0]
+    assert int(match.group(2).replace(",", "")) <= len(before) // 2
+    assert abs(float(match.group(3)) - len(before) / 2**20) < 0.1  # the checkpoint's size
+    assert temporary_files(save_dir) == []
+    assert last.read_bytes() == before  # the last checkpoint written whole, untouched
+    assert not (save_dir / LOCK_NAME).exists()
+
+    resumed = run_command("fairseq-train", *command, "--max-update", "8")
+    assert "Loaded checkpoint" in resumed.stdout and "(epoch 1 @ 4 updates)" in resumed.stdout
+    assert json_log_records(resumed.stdout, "train")[-1]["train_num_updates"] == "8"
+    assert load_checkpoint_state(last)["optimizer_history"][-1]["num_updates"] == 8
+
+
+def test_a_run_killed_during_a_save_leaves_checkpoint_last_whole_and_resumes(data_bin, tmp_path):
+    # A wider model, so that a save takes long enough to be caught in the act.
+    command = train_args(data_bin, tmp_path / "unused", "--no-epoch-checkpoints", "--save-interval-updates", "2",
+                         "--max-update", "12", "--encoder-hidden-size", "512", "--latent-dim", "64")
+    caught = None
+    for attempt in range(3):
+        save_dir = tmp_path / f"killed-{attempt}"
+        command[command.index("--save-dir") + 1] = save_dir
+        process = start_train(command)
+        saving = wait_for(lambda: save_dir.exists() and temporary_files(save_dir), timeout=RANK_TIMEOUT,
+                          interval=0.001, process=process)
+        if saving and process.poll() is None:
+            process.send_signal(signal.SIGKILL)  # in the middle of writing a checkpoint
+            process.communicate()
+            caught = save_dir
+            break
+        finish(process)
+    if caught is None:
+        pytest.skip("no save was caught in progress in three runs (this machine saves too fast)")
+
+    left = temporary_files(caught)
+    assert left, "the kill left no temporary file: it did not fall during a save"
+    last = caught / "checkpoint_last.pt"
+    updates = None
+    if last.exists():  # whole, whatever the kill interrupted
+        updates = load_checkpoint_state(last)["optimizer_history"][-1]["num_updates"]
+
+    resumed = run_command("fairseq-train", *command)
+    if updates is not None:
+        assert f"@ {updates} updates)" in resumed.stdout
+    assert json_log_records(resumed.stdout, "train")[-1]["train_num_updates"] == "12"
+    assert temporary_files(caught) == []  # the killed writer's temporary file is gone
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs under tmp_path, where writing more fails with ENOSPC; skipped where this
+    process may not mount one (not root, a container without the capability)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_no_space_left_on_a_device_is_one_user_error_and_leaves_the_old_file(small_tmpfs, tmp_path):
+    big = tmp_path / "checkpoint9.pt"
+    big.write_bytes(os.urandom(3 * 2**20))
+    last = small_tmpfs / "checkpoint_last.pt"
+    last.write_bytes(b"the previous checkpoint")
+    with pytest.raises(DiskFullError) as raised:
+        PathManager.copy(str(big), str(last), overwrite=True)
+    message = str(raised.value)
+    assert message.startswith(f"no room to save checkpoint_last.pt in {small_tmpfs}: No space left on device "
+                              f"[ENOSPC] after "), message
+    assert f"(3.0 MiB needed, " in message and f"free at least 3.0 MiB in {small_tmpfs}" in message
+    assert isinstance(raised.value, UserError)
+    assert last.read_bytes() == b"the previous checkpoint"
+    assert temporary_files(small_tmpfs) == []
+    with pytest.raises(DiskFullError, match="No space left on device"):
+        checkpoint_utils.torch_persistent_save({"model": {"w": torch.zeros(2**20)}}, str(last))
+    assert last.read_bytes() == b"the previous checkpoint" and temporary_files(small_tmpfs) == []
