@@ -29,9 +29,12 @@ setup(
         "numpy<2",
         "sentencepiece>=0.1.99",
         "sacrebleu>=2.0",
+        # svae-report's probes of what z holds: logistic regressions, TF-IDF, PCA and t-SNE.
+        "scikit-learn>=1.2",
     ],
     extras_require={
-        # scripts/plot_training.py draws with matplotlib; nothing else in the plugin needs it.
+        # scripts/plot_training.py and svae-report --latent-map draw with matplotlib; nothing
+        # else in the plugin needs it.
         "plot": ["matplotlib>=3.5"],
         "test": ["pytest>=7", "matplotlib>=3.5"],
     },

@@ -18,6 +18,15 @@ reconstruction BLEU and exact-match rate, and per homotopy the distinct sentence
 changed between neighbouring steps; last, ``--imputations`` sentences of the split completed
 after their last words were removed, through z and (given the critic) by the language model's
 beam search. Seeded by ``--seed``; ``--json FILE`` writes it all.
+
+Probes of what z holds (fairseq_svae/probe_report.py), each only when asked for: with
+``--labels FILE`` (a label per sentence of the split) the accuracy of a linear classifier on
+posterior means against one on the sentences' words and the majority label, and the R² of
+sentence length read from z; with ``--paraphrase-group-size G`` (G consecutive sentences
+describe one thing) the recall@1 of paraphrases by z against TF-IDF and chance; with
+``--attribute-words TARGET,SOURCE`` or ``--attribute-labels TARGET,SOURCE`` sentences decoded
+after an attribute vector was added to their codes; with ``--latent-map FILE.png`` a PCA and
+t-SNE map of the codes.
 """
 
 import sys
@@ -36,6 +45,7 @@ from fairseq_svae.errors import IncompatibleCheckpointError, OptionError, exit_o
 from fairseq_svae.evaluation.inputs import LANGUAGE_MODEL, load_model, load_split
 from fairseq_svae.evaluation.report import write_json
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
+from fairseq_svae.probe_report import ProbeReport, ProbeSettings, probe_table, settings_from_command_line
 from fairseq_svae.sample_report import ReportSettings, SampleReport, report_table, work_units
 from fairseq_svae.sentence_scorer import LanguageModelScorer
 
@@ -71,7 +81,50 @@ def build_parser():
                        help="compare each sentence with R others for self-BLEU (0: all others)")
     group.add_argument("--json", default=None, metavar="FILE", help="also write the report to FILE")
     # fmt: on
+    add_probe_arguments(parser)
     return parser
+
+
+# The options that ask for a probe; the others of the group only say how.
+PROBES = ("labels", "paraphrase_group_size", "attribute_words", "attribute_labels", "latent_map")
+
+
+def add_probe_arguments(parser) -> None:
+    defaults = ProbeSettings()
+    group = parser.add_argument_group("Probes of what z holds")
+    # fmt: off
+    group.add_argument("--labels", default=None, metavar="FILE",
+                       help="one label per line of the split (e.g. brown/test.genre): accuracy of a "
+                            "logistic regression on z vs on the words vs the majority label, and the "
+                            "R² of sentence length read linearly from z")
+    group.add_argument("--train-labels", default=None, metavar="FILE",
+                       help="one label per line of the train split, where the probes are fit "
+                            "(default: --labels with the split's name replaced by train)")
+    group.add_argument("--probe-sentences", type=int, default=defaults.sentences, metavar="M",
+                       help="at most M sentences of the split are probed (seeded choice)")
+    group.add_argument("--probe-train-sentences", type=int, default=defaults.train_sentences, metavar="N",
+                       help="at most N sentences of the train split fit the probes (seeded choice)")
+    group.add_argument("--paraphrase-group-size", type=int, default=None, metavar="G",
+                       help="G consecutive sentences describe one thing (5 for captions): recall@1 of "
+                            "a paraphrase by cosine on z vs on TF-IDF vs chance")
+    group.add_argument("--attribute-words", default=None, metavar="TARGET,SOURCE",
+                       help="e.g. woman,man: shift sentences with SOURCE toward TARGET by the vector "
+                            "between train sentences with either word; judge and BLEU against the "
+                            "sentence with the word swapped")
+    group.add_argument("--attribute-labels", default=None, metavar="TARGET,SOURCE",
+                       help="shift sentences labelled SOURCE toward TARGET (needs --labels); judged "
+                            "by a bag-of-words classifier of the two labels")
+    group.add_argument("--attribute-alphas", default=",".join(f"{alpha:g}" for alpha in defaults.attribute_alphas),
+                       metavar="A,B,...",
+                       help="multiples of the attribute vector added to each code")
+    group.add_argument("--latent-map", default=None, metavar="FILE.png",
+                       help="PCA and t-SNE of the probed sentences' codes, coloured by --labels or by "
+                            "paraphrase group (needs matplotlib: pip install 'fairseq-svae[plot]')")
+    # fmt: on
+
+
+def probes_requested(args) -> bool:
+    return any(getattr(args, name) is not None for name in PROBES)
 
 
 def check_options(args) -> None:
@@ -88,6 +141,8 @@ def check_options(args) -> None:
         raise OptionError(f"--homotopies must be >= 0, got {args.homotopies}")
     if args.homotopy_steps < 2:
         raise OptionError(f"--homotopy-steps must be at least 2 (the two endpoints), got {args.homotopy_steps}")
+    if args.train_labels is not None and args.labels is None:
+        raise OptionError("--train-labels is read with --labels FILE (the labels of the split itself)")
 
 
 def load_critic(path: str, data_dir: str, data_task):
@@ -122,6 +177,11 @@ def main(argv=None) -> dict:
     given = given_generation_options(parser, args, argv)
     hub.pinned_generation = frozenset()
     decoding = {"prior": hub.decoding(SAMPLE_PRIOR, given), "codes": hub.decoding(DECODE_CODE, given)}
+    probes = None
+    if probes_requested(args):
+        # Built (label files read, options checked) before the long sample report runs.
+        probes = ProbeReport(hub, args.data, args.gen_subset, dataset, settings_from_command_line(args),
+                             code_generation=decoding["codes"])
 
     from tqdm import tqdm
 
@@ -143,6 +203,11 @@ def main(argv=None) -> dict:
         for row in examples["imputation"]:
             print(f"  {row['beginning']} | {row['truth'][len(row['beginning']):].strip()} | {row['vae']}"
                   f" | {row.get('language_model', '-')}")
+    if probes is not None:
+        with tqdm(disable=args.no_progress_bar, desc=f"{PROG} probes", unit="sent", dynamic_ncols=True,
+                  file=sys.stderr) as bar:
+            report["probes"] = probes.make(progress=bar.update)
+        print(probe_table(report["probes"]))
     if args.json:
         write_json(args.json, report)
     return report
