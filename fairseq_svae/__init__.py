@@ -4,8 +4,9 @@ Importing the package (which ``--user-dir fairseq_svae`` does) registers the ``s
 model, task and architectures and the ``annealed_elbo`` criterion, and makes fairseq load
 checkpoints with torch's weights-only protection on and save them whole (see
 :mod:`fairseq_svae.checkpoint_io`), lets one fairseq-train run at a time save into a directory
-(see :mod:`fairseq_svae.save_dir_lock`), and prints the plugin's errors for users without a
-traceback (see :mod:`fairseq_svae.errors`).
+(see :mod:`fairseq_svae.save_dir_lock`), and, in the processes of fairseq's and the plugin's
+commands only, prints the plugin's errors for users without a traceback and silences warnings
+users cannot act on (see :mod:`fairseq_svae.command_line`).
 """
 
 import logging
@@ -14,11 +15,11 @@ import logging
 # so the plugin's own commands (which import fairseq through this package) leave the line out.
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from fairseq_svae import checkpoint_io, errors, save_dir_lock  # noqa: E402
+from fairseq_svae import checkpoint_io, command_line, save_dir_lock  # noqa: E402
 
 checkpoint_io.install()
 save_dir_lock.install()
-errors.install_error_reporting()
+command_line.install()
 
 from fairseq_svae import criterions, models, optim, tasks  # noqa: E402  (registration)
 from fairseq_svae.models.sentence_vae import SentenceVAEModel  # noqa: E402

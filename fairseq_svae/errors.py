@@ -7,16 +7,22 @@ and what to do instead.
 There is one way they reach a user of a command: ``PROG: error: Class: message`` on stderr, no
 traceback, exit status :data:`USER_ERROR_EXIT_STATUS`. The plugin's own commands (``svae-eval``,
 ``svae-interpolate``) run their ``main`` through :func:`exit_on_user_error`; fairseq's commands
-(fairseq-train, fairseq-generate, ...) do not catch them, so importing the plugin installs
-:func:`report_user_errors` as ``sys.excepthook``, which prints the same line for an uncaught
-user error, also one that fairseq re-raised as another exception (Python then exits with 1).
-``SVAE_TRACEBACK=1`` shows the full traceback. Malformed command lines are argparse's business,
-as in fairseq: usage and exit status 2.
+(fairseq-train, fairseq-generate, ...) do not catch them, so when the plugin is imported into one
+of them (``--user-dir``) it installs :func:`report_user_errors` as ``sys.excepthook`` (see
+:mod:`fairseq_svae.command_line`; a script that imports the plugin keeps its own hook), which
+prints the same line for an uncaught user error, also one that fairseq re-raised as another
+exception (Python then exits with 1). Only an error that fairseq, the plugin or the libraries
+between them raised while handling a user error counts as that user error: one raised by the
+user's own code (a handler of theirs, a module of theirs) is theirs, and keeps its traceback
+with the whole chain. ``SVAE_TRACEBACK=1`` shows the full traceback. Malformed command lines
+are argparse's business, as in fairseq: usage and exit status 2.
 """
 
+import importlib.util
 import os
 import sys
-from typing import Callable, Optional
+from functools import lru_cache
+from typing import Callable, Optional, Tuple
 
 # What Python itself returns after an uncaught exception, so fairseq's commands (whose
 # exceptions end in the excepthook) and the plugin's commands agree.
@@ -55,12 +61,48 @@ class TooFewSentencesError(UserError, ValueError):
     """The statistics asked for need more sentences than were selected."""
 
 
+# Packages whose code may wrap a user error and still leave it the user's error to report: fairseq
+# re-raises some as its own (``raise Exception("Cannot load model parameters ...")``), and the
+# libraries it calls the plugin through pass them on.
+LIBRARY_PACKAGES = ("fairseq", "fairseq_cli", "fairseq_svae", "torch", "hydra", "omegaconf")
+
+
+@lru_cache(maxsize=1)
+def _library_directories() -> Tuple[str, ...]:
+    directories = []
+    for package in LIBRARY_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            directories.append(os.path.join(os.path.realpath(location), ""))
+    return tuple(directories)
+
+
+def raised_by_library(error: BaseException) -> bool:
+    """Whether ``error`` was raised in code of :data:`LIBRARY_PACKAGES` (its traceback's last frame
+    is theirs), not in the user's own code. An exception never raised (one given as a cause) is
+    taken as the library's."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return True
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    filename = traceback.tb_frame.f_code.co_filename
+    return os.path.realpath(filename).startswith(_library_directories())
+
+
 def user_error_in(error: BaseException) -> Optional[UserError]:
-    """``error`` itself or the first :class:`UserError` it was raised from (or while handling)."""
+    """``error`` itself or the first :class:`UserError` it was raised from (or while handling),
+    when every exception in between was raised by fairseq, the plugin or the libraries between
+    them; None when one of them is the user's own (its traceback must show)."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, UserError):
             return error
+        if not raised_by_library(error):
+            return None
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
@@ -97,6 +139,7 @@ def exit_on_user_error(main: Callable[[], object], program: Optional[str] = None
 
 
 def install_error_reporting() -> None:
+    """``report_user_errors`` as ``sys.excepthook``: for commands (see fairseq_svae.command_line)."""
     if sys.excepthook is sys.__excepthook__:  # leave a hook someone else installed alone
         sys.excepthook = report_user_errors
 

@@ -1,9 +1,13 @@
 """User errors are printed as one line by the plugin's excepthook; everything else keeps its traceback."""
 
 import io
+import os
 import sys
 
+import fairseq
 import pytest
+
+import fairseq_svae
 
 from fairseq_svae.errors import (
     USER_ERROR_EXIT_STATUS,
@@ -41,15 +45,48 @@ def test_a_user_error_is_one_line_named_after_the_program(monkeypatch):
     assert fallback == []
 
 
+def code_of(package, source: str) -> dict:
+    """``source`` compiled as if it were a module of ``package`` (its frames are that package's,
+    as where fairseq or the plugin raise is what tells their wrappers from the user's)."""
+    namespace = {"__name__": f"{package.__name__}.test_stand_in"}
+    exec(compile(source, os.path.join(os.path.dirname(package.__file__), "test_stand_in.py"), "exec"), namespace)
+    return namespace
+
+
 def test_a_user_error_that_fairseq_re_raised_is_still_found(monkeypatch):
     # fairseq wraps some errors, e.g. `raise Exception("Cannot load model parameters ...") from e`.
     original = raised(MissingDataError("data directory 'x' does not exist"))
-    try:
-        raise RuntimeError("fairseq's wrapper") from original
-    except RuntimeError as wrapper:
-        assert user_error_in(wrapper) is original
-        text, _ = reported(wrapper, monkeypatch)
-    assert text == "fairseq-train: error: MissingDataError: data directory 'x' does not exist\n"
+    fairseq_code = code_of(fairseq, "def wrap(error):\n    raise RuntimeError(\"fairseq's wrapper\") from error\n"
+                                    "def reraise(error):\n    try:\n        raise error\n"
+                                    "    except Exception:\n        raise RuntimeError(\"Cannot load\")\n")
+    for wrap in (fairseq_code["wrap"], fairseq_code["reraise"]):
+        try:
+            wrap(original)
+        except RuntimeError as wrapper:
+            assert user_error_in(wrapper) is original
+            text, _ = reported(wrapper, monkeypatch)
+        assert text == "fairseq-train: error: MissingDataError: data directory 'x' does not exist\n"
+
+
+def test_an_error_the_user_raised_while_handling_a_plugin_error_keeps_its_traceback(monkeypatch):
+    original = raised(OptionError("--free-bits must be >= 0, got -1"))
+    for explicit in (False, True):
+        try:
+            try:
+                raise original
+            except OptionError as error:
+                if explicit:
+                    raise KeyError("the user's own bug") from error
+                raise KeyError("the user's own bug")
+        except KeyError as error:
+            theirs = error
+        assert user_error_in(theirs) is None
+        text, fallback = reported(theirs, monkeypatch)
+        assert text == "" and fallback[0][1] is theirs  # Python's hook: the whole chain
+        # and the plugin's commands re-raise it as it is
+        with pytest.raises(KeyError) as again:
+            exit_on_user_error(lambda: (_ for _ in ()).throw(theirs), "svae-eval")
+        assert again.value is theirs
 
 
 def test_other_errors_and_svae_traceback_keep_the_traceback(monkeypatch):
@@ -70,11 +107,10 @@ def test_the_plugin_commands_end_a_user_error_like_the_excepthook(monkeypatch):
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
 
-    def main():
-        try:
-            raise KeyError("inner")
-        except KeyError:
-            raise RuntimeError("a wrapper") from OptionError("--steps must be at least 2, got 1")
+    main = code_of(fairseq_svae, (
+        "def main():\n    from fairseq_svae.errors import OptionError\n    try:\n"
+        "        raise KeyError('inner')\n    except KeyError:\n"
+        "        raise RuntimeError('a wrapper') from OptionError('--steps must be at least 2, got 1')\n"))["main"]
 
     with pytest.raises(SystemExit) as exited:
         exit_on_user_error(main, "svae-interpolate")

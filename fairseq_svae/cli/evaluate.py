@@ -23,17 +23,22 @@ import sys
 from fairseq import options
 
 import fairseq_svae  # noqa: F401  (registers the task and model: --user-dir is optional)
+from fairseq_svae.cli.help import own_options_first
 from fairseq_svae.errors import OptionError, exit_on_user_error
 from fairseq_svae.evaluation import evaluate
 from fairseq_svae.evaluation.run import DEFAULT_LOGITS_MB, FP16_WITH_BF16
 from fairseq_svae.importance_sampling import ACTIVE_UNIT_THRESHOLD
 
 PROG = "svae-eval"
+# fairseq's validation options that --help shows beside svae-eval's own (--help-all: all of them).
+MAIN_FAIRSEQ_OPTIONS = ("--path", "--gen-subset", "--cpu", "--seed", "--batch-size", "--bf16", "--user-dir")
 
 
 def get_parser():
     parser = options.get_validation_parser(default_task="sentence_vae")
     parser.prog = PROG
+    parser.description = __doc__.split("\n\n")[0].replace("``", "")
+    own_options_first(parser, MAIN_FAIRSEQ_OPTIONS, "%(prog)s DATA --path CHECKPOINT [options]")
     group = parser.add_argument_group("svae-eval")
     # fmt: off
     group.add_argument("--iw-samples", type=int, default=500, metavar="K",

@@ -19,7 +19,7 @@ PROG = "svae-impute"
 
 
 def build_parser():
-    parser = generation_parser(PROG, __doc__.split("\n\n")[0])
+    parser = generation_parser(PROG, __doc__.split("\n\n")[0], "BEGINNING [BEGINNING ...]")
     group = parser.add_argument_group("Imputation")
     group.add_argument("--iterations", type=int, default=10, metavar="T",
                        help="encode-sample-decode rounds after the first completion (0: the "

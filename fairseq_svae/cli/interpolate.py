@@ -20,7 +20,7 @@ PROG = "svae-interpolate"
 
 
 def build_parser():
-    parser = generation_parser(PROG, __doc__.split("\n\n")[0])
+    parser = generation_parser(PROG, __doc__.split("\n\n")[0], "SENTENCE SENTENCE")
     group = parser.add_argument_group("Interpolation")
     # fmt: off
     group.add_argument("--steps", type=int, default=7, metavar="K",

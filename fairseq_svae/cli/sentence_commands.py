@@ -11,6 +11,8 @@ from fairseq import options, utils
 from fairseq.dataclass.configs import GenerationConfig
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from fairseq_svae.cli.help import own_options_first
+from fairseq_svae.command_line import ignore_hydra_deprecations
 from fairseq_svae.generation.decoding_defaults import DECODE_CODE, with_defaults
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
@@ -18,12 +20,22 @@ from fairseq_svae.hub_interface import SentenceVAEHubInterface
 GENERATION_FIELDS = frozenset(GenerationConfig.__dataclass_fields__) | {"shared_sampling_noise"}
 
 
-def generation_parser(prog: str, description: str):
+# fairseq's generation options that --help shows beside the command's own (--help-all: all of
+# them); --gen-subset only for commands that read a split, not sentences.
+MAIN_GENERATION_OPTIONS = ("--path", "--gen-subset", "--cpu", "--seed", "--user-dir")
+
+
+def generation_parser(prog: str, description: str, arguments: str = ""):
+    """fairseq's generation parser for ``prog``; ``arguments``: what follows the options in its
+    usage line (the sentences). Options added to it afterwards are the command's own: ``--help``
+    shows them first (see :mod:`fairseq_svae.cli.help`)."""
     parser = options.get_generation_parser(default_task="sentence_vae")
     parser.prog = prog
-    parser.description = description
+    parser.description = description.replace("``", "")  # a docstring's paragraph, as plain text
     parser.set_defaults(beam=1)  # fairseq's default is 5; one beam unless asked for more
-    return parser
+    usage = f"%(prog)s DATA --path CHECKPOINT [options]{' ' + arguments if arguments else ''}"
+    main = [flag for flag in MAIN_GENERATION_OPTIONS if not (arguments and flag == "--gen-subset")]
+    return own_options_first(parser, main, usage)
 
 
 def apply_decoding_defaults(parser, args, argv=None, defaults=DECODE_CODE) -> None:
@@ -65,7 +77,7 @@ def fairseq_config(args):
     """fairseq's configuration of the parsed options. hydra, which fairseq 0.12 calls to build
     it, warns about its own deprecated APIs; nothing a user of these commands can change."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        ignore_hydra_deprecations()
         return convert_namespace_to_omegaconf(args)
 
 
