@@ -45,6 +45,7 @@ setup(
             "svae-eval = fairseq_svae.cli.evaluate:cli_main",
             "svae-report = fairseq_svae.cli.report:cli_main",
             "svae-impute = fairseq_svae.cli.impute:cli_main",
+            "svae-fit-prior = fairseq_svae.cli.fit_prior:cli_main",
         ],
     },
 )

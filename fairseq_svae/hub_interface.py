@@ -23,6 +23,7 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 from fairseq import checkpoint_utils, file_utils, tasks, utils
@@ -66,6 +67,11 @@ def _as_list(sentences: Sentences) -> List[str]:
 def _random_seed() -> int:
     # Drawn from torch's global generator, so torch.manual_seed makes "no seed" reproducible too.
     return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+# The priors a hub samples from.
+PRIOR_FITTED = "fitted"
+PRIOR_STANDARD = "standard"
 
 
 class SentenceVAEHubInterface(nn.Module):
@@ -119,6 +125,9 @@ class SentenceVAEHubInterface(nn.Module):
             remedy="pass from_pretrained(SAVE_DIR, checkpoint_file=NAME) with an existing NAME",
         )
         overrides = dict(overrides)
+        fitted_prior = overrides.get("fitted_prior")
+        if fitted_prior and not os.path.isabs(fitted_prior) and os.path.isfile(os.path.join(model_path, fitted_prior)):
+            overrides["fitted_prior"] = os.path.join(model_path, fitted_prior)  # a file shipped beside the model
         if data_name_or_path.startswith("."):
             overrides["data"] = os.path.abspath(os.path.join(model_path, data_name_or_path))
         else:
@@ -283,6 +292,18 @@ class SentenceVAEHubInterface(nn.Module):
             logvars[batch["id"]] = logvar
         return means, logvars
 
+    def posterior_means(self, token_lists: List[Tensor], progress=None) -> np.ndarray:
+        """The posterior mean of each token list (n x latent_dim, fp32 numpy), encoded a batch at a
+        time in order of length (little padding); ``progress(k)`` after each batch of k."""
+        order = np.argsort([tokens.numel() for tokens in token_lists], kind="stable")
+        means = np.empty((len(token_lists), self.latent_dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            means[chunk] = self.encode_tokens([token_lists[i] for i in chunk])[0].float().cpu().numpy()
+            if progress is not None:
+                progress(len(chunk))
+        return means
+
     # ----------------------------------------------------------------------------------------
     # The decoder: p(x|z), through fairseq's generator
 
@@ -339,21 +360,42 @@ class SentenceVAEHubInterface(nn.Module):
         means, _ = self.encode(sentences)
         return self.decode_latents(means, **generation)
 
-    def prior_latents(self, n: int, seed: Optional[int] = None) -> Tensor:
-        """``n`` codes z ~ N(0, I); sample i under ``seed`` is fairseq-generate's sample i."""
+    @property
+    def fitted_prior(self):
+        """The prior fitted to this model's codes (``from_pretrained(..., fitted_prior=FILE)``,
+        ``--fitted-prior``), or None."""
+        return self.task.fitted_prior(self.latent_dim)
+
+    def prior_latents(self, n: int, seed: Optional[int] = None, prior: Optional[str] = None) -> Tensor:
+        """``n`` codes from the prior; sample i under ``seed`` is fairseq-generate's sample i.
+
+        ``prior``: ``"fitted"`` (the fitted prior, the default when one was loaded) or
+        ``"standard"`` (N(0, I), the default otherwise)."""
         if n < 1:
             raise OptionError(f"n must be at least 1, got {n}")
-        return prior_latents(range(n), self.latent_dim, _random_seed() if seed is None else seed,
-                             device=self.device)
+        seed = _random_seed() if seed is None else seed
+        if prior not in (None, PRIOR_FITTED, PRIOR_STANDARD):
+            raise OptionError(f"prior must be {PRIOR_FITTED!r} or {PRIOR_STANDARD!r}, got {prior!r}")
+        fitted = self.fitted_prior
+        if prior == PRIOR_FITTED and fitted is None:
+            raise OptionError(
+                "prior='fitted' needs a fitted prior: from_pretrained(..., fitted_prior='NAME.prior.pt') "
+                "(svae-fit-prior writes one beside the checkpoint)"
+            )
+        if fitted is not None and prior != PRIOR_STANDARD:
+            return fitted.latents(range(n), seed, device=self.device)
+        return prior_latents(range(n), self.latent_dim, seed, device=self.device)
 
-    def sample(self, n: int, seed: Optional[int] = None, **generation) -> List[str]:
-        """``n`` sentences decoded from the prior, by default with nucleus sampling (see
-        :mod:`~fairseq_svae.generation.decoding_defaults`). ``seed`` fixes the codes (sample i is
-        fairseq-generate's sample i) and the sampled words; torch's own generator is left as it was."""
+    def sample(self, n: int, seed: Optional[int] = None, prior: Optional[str] = None, **generation) -> List[str]:
+        """``n`` sentences decoded from the prior (``prior``: see :meth:`prior_latents`), by
+        default with nucleus sampling (see :mod:`~fairseq_svae.generation.decoding_defaults`).
+        ``seed`` fixes the codes (sample i is fairseq-generate's sample i) and the sampled words;
+        torch's own generator is left as it was."""
         seed = _random_seed() if seed is None else seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.decode_latents(self.prior_latents(n, seed), **self.decoding(SAMPLE_PRIOR, generation))
+            return self.decode_latents(self.prior_latents(n, seed, prior),
+                                       **self.decoding(SAMPLE_PRIOR, generation))
 
     def decoding(self, defaults: Dict, generation: Dict) -> Dict:
         """The generation options of a call: ``generation`` over ``defaults``, as

@@ -198,17 +198,7 @@ class ProbeReport:
         return self.dictionary.string(tokens)
 
     def posterior_means(self, dataset, ids: Sequence[int]) -> np.ndarray:
-        """One row per sentence, encoded a batch at a time in order of length (little padding)."""
-        tokens = [dataset[i]["source"] for i in ids]
-        order = np.argsort([t.numel() for t in tokens], kind="stable")
-        means = np.empty((len(tokens), self.hub.latent_dim), dtype=np.float32)
-        step = self.hub.batch_size
-        for start in range(0, len(order), step):
-            chunk = order[start:start + step]
-            means[chunk] = self.hub.encode_tokens([tokens[i] for i in chunk])[0].float().cpu().numpy()
-            if self.progress is not None:
-                self.progress(len(chunk))
-        return means
+        return self.hub.posterior_means([dataset[i]["source"] for i in ids], progress=self.progress)
 
     def decode(self, latents: torch.Tensor) -> List[str]:
         # Seeded like the report's prior samples, and torch's own generator left as it was.

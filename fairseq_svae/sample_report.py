@@ -100,6 +100,13 @@ class SampleReport:
         generation = self.code_generation if generation is None else generation
         return self.hub.decode_latents_to_tokens(latents, progress=self.progress, **generation)
 
+    def decode_prior(self, prior: str) -> List[torch.Tensor]:
+        # Sampled words are seeded too (and torch's own generator left as it was).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.settings.seed)
+            latents = self.hub.prior_latents(self.settings.prior_samples, seed=self.settings.seed, prior=prior)
+            return self.decode(latents, self.prior_generation)
+
     def posterior_means(self, indices: List[int]) -> torch.Tensor:
         return self.hub.encode_tokens([self.dataset[i]["source"] for i in indices])[0]
 
@@ -109,11 +116,9 @@ class SampleReport:
         reference_ids = choose_sentences(settings.prior_samples, sentence_count, settings.seed)
         references = [self.dataset[i]["source"] for i in reference_ids]
 
-        # Sampled words are seeded too (and torch's own generator left as it was).
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.seed)
-            prior = self.decode(self.hub.prior_latents(settings.prior_samples, seed=settings.seed),
-                                self.prior_generation)
+        prior = self.decode_prior("standard")
+        # With a fitted prior, its samples beside N(0, I)'s, from the same seed.
+        fitted = self.decode_prior("fitted") if self.hub.fitted_prior is not None else None
 
         reconstruction_ids = reference_ids[: settings.reconstructions]
         if len(reconstruction_ids) < settings.reconstructions:
@@ -141,6 +146,7 @@ class SampleReport:
                              prior_length_cap_tokens=self.prior_cap, split_sentences=sentence_count),
             "reference": self.statistics(references),
             "prior_samples": self.statistics(prior, self.prior_cap),
+            **({"fitted_prior_samples": self.statistics(fitted, self.prior_cap)} if fitted is not None else {}),
             "reconstructions": dict(
                 self.statistics(reconstructed, self.cap),
                 bleu=bleu(hypotheses, [targets]),
@@ -155,6 +161,7 @@ class SampleReport:
             )
         report["outputs"] = {
             "prior_samples": [self.text(tokens) for tokens in prior],
+            **({"fitted_prior_samples": [self.text(tokens) for tokens in fitted]} if fitted is not None else {}),
             "reconstructions": [{"sentence": t, "reconstruction": h} for t, h in zip(targets, hypotheses)],
             "homotopies": paths,
         }
@@ -163,6 +170,7 @@ class SampleReport:
         shown = settings.examples
         report["examples"] = {
             "prior_samples": [self.text(tokens) for tokens in prior[:shown]],
+            **({"fitted_prior_samples": [self.text(tokens) for tokens in fitted[:shown]]} if fitted is not None else {}),
             "reconstructions": [{"sentence": t, "reconstruction": h}
                                 for t, h in zip(targets[:shown], hypotheses[:shown])],
             "homotopy": paths[0] if paths else [],
@@ -214,16 +222,17 @@ class SampleReport:
         return figures, rows
 
 
-def work_units(settings: ReportSettings, with_critic: bool) -> int:
+def work_units(settings: ReportSettings, with_critic: bool, with_fitted_prior: bool = False) -> int:
     """What the progress bar counts: decoded codes plus sentences scored by the critic."""
-    decoded = (settings.prior_samples + settings.reconstructions + settings.homotopies * (settings.homotopy_steps + 2)
+    prior_sets = 2 if with_fitted_prior else 1
+    decoded = (prior_sets * settings.prior_samples + settings.reconstructions + settings.homotopies * (settings.homotopy_steps + 2)
                + settings.imputations)
-    scored = 2 * settings.prior_samples + settings.reconstructions if with_critic else 0
+    scored = (1 + prior_sets) * settings.prior_samples + settings.reconstructions if with_critic else 0
     return decoded + scored
 
 
-ROWS = (("reference", "test sentences (reference)"), ("prior_samples", "prior samples"),
-        ("reconstructions", "reconstructions"))
+ROWS = (("reference", "test sentences (reference)"), ("prior_samples", "prior samples, N(0, I)"),
+        ("fitted_prior_samples", "prior samples, fitted prior"), ("reconstructions", "reconstructions"))
 
 
 def report_table(report: Dict) -> str:
@@ -232,6 +241,8 @@ def report_table(report: Dict) -> str:
               "distinct-2", "self-BLEU", "critic PPL"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, label in ROWS:
+        if key not in report:  # no fitted prior
+            continue
         f = report[key]
         ppl = "–" if f.get("critic_ppl") is None else f"{f['critic_ppl']:.1f}"
         cap = "–" if key == "reference" else f"{100 * f['hit_length_cap']:.1f}%"

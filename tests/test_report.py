@@ -74,7 +74,7 @@ def test_prior_samples_are_the_hubs_and_the_cap_counts_cut_off_sentences(report,
         assert figures["prior_samples"][key] == pytest.approx(recomputed[key]), key
     assert 0 < figures["prior_samples"]["critic_ppl"] < float("inf")
     assert figures["examples"]["prior_samples"] == outputs[:5]
-    assert "| prior samples | 40 |" in stdout and "reconstruction BLEU" in stdout
+    assert "| prior samples, N(0, I) | 40 |" in stdout and "fitted prior" not in stdout and "reconstruction BLEU" in stdout
 
 
 def test_reconstruction_figures(report):

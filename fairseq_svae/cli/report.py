@@ -185,15 +185,18 @@ def main(argv=None) -> dict:
 
     from tqdm import tqdm
 
-    with tqdm(total=work_units(settings, critic is not None), disable=args.no_progress_bar, desc=PROG,
-              unit="sent", dynamic_ncols=True, file=sys.stderr) as bar:
+    units = work_units(settings, critic is not None, hub.fitted_prior is not None)
+    with tqdm(total=units, disable=args.no_progress_bar, desc=PROG, unit="sent", dynamic_ncols=True,
+              file=sys.stderr) as bar:
         report = SampleReport(hub, dataset, settings, critic, decoding, progress=bar.update).make()
     report["checkpoint"], report["critic"] = args.path, args.critic_path
     report["data"], report["split"] = args.data, args.gen_subset
 
     print(report_table(report))
     examples = report["examples"]
-    print("\nprior samples:\n" + "\n".join(f"  {text}" for text in examples["prior_samples"]))
+    print("\nprior samples, N(0, I):\n" + "\n".join(f"  {text}" for text in examples["prior_samples"]))
+    if "fitted_prior_samples" in examples:
+        print("prior samples, fitted prior:\n" + "\n".join(f"  {text}" for text in examples["fitted_prior_samples"]))
     print("reconstructions:\n" + "\n".join(f"  {pair['sentence']}\n  -> {pair['reconstruction']}"
                                            for pair in examples["reconstructions"]))
     if examples["homotopy"]:

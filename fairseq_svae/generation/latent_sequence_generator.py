@@ -54,14 +54,15 @@ class LatentSequenceGenerator(SequenceGenerator):
       attribute shifts, the hub);
     - ``posterior_mean``: the encoder's default, deterministic reconstruction;
     - ``posterior_sample``: one z ~ q(z|x) per sentence;
-    - ``prior``: one z ~ N(0, I) per sample id, the sentence is not read.
+    - ``prior``: one z ~ N(0, I) per sample id, or from ``fitted_prior`` (a
+      :class:`~fairseq_svae.fitted_prior.FittedPrior`) when given; the sentence is not read.
 
     Drawn codes come from (``seed``, sample id) streams (see :mod:`latent_draws`), so they do
     not depend on batching or on the search.
     """
 
     def __init__(self, models, tgt_dict, latent_source: str = FROM_POSTERIOR_MEAN, seed: int = 1,
-                 shared_sampling_noise: bool = False, **kwargs):
+                 shared_sampling_noise: bool = False, fitted_prior=None, **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
         if latent_source not in LATENT_SOURCES:
             raise OptionError(f"the latent source must be one of {', '.join(LATENT_SOURCES)}, got {latent_source!r}")
@@ -72,6 +73,7 @@ class LatentSequenceGenerator(SequenceGenerator):
                 f"of {self.model.models_size}; pass one checkpoint to --path"
             )
         self.latent_source = latent_source
+        self.fitted_prior = fitted_prior
         self.seed = 1 if seed is None else seed
         replace_fairseqs_blocker(self)  # fairseq's CPU fallback never blocks anything
         if type(self.search) is Sampling:
@@ -95,6 +97,8 @@ class LatentSequenceGenerator(SequenceGenerator):
         ids = sample["id"].tolist()
         device = sample["net_input"]["src_tokens"].device
         if self.latent_source == FROM_PRIOR:
+            if self.fitted_prior is not None:
+                return self.fitted_prior.latents(ids, self.seed, device=device)
             return prior_latents(ids, model.latent_dim, self.seed, device=device)
         net_input = sample["net_input"]
         mean, logvar = model.encoder.posterior(net_input["src_tokens"], net_input["src_lengths"])

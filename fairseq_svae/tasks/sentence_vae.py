@@ -26,6 +26,7 @@ from fairseq_svae.criterions.annealed_elbo import LATENT_SENTENCES, MI_X_SENTENC
 from fairseq_svae.data import SentencePairDataset, TruncatedSentenceDataset
 from fairseq_svae.dictionary_fingerprint import describe, dictionary_fingerprint
 from fairseq_svae.errors import DictionaryMismatchError, MissingDataError, OptionError
+from fairseq_svae.fitted_prior import load_fitted_prior
 from fairseq_svae.generation import LatentSequenceGenerator, PriorSamplesDataset
 from fairseq_svae.generation.latent_sequence_generator import (
     FROM_POSTERIOR_MEAN,
@@ -87,6 +88,11 @@ class SentenceVAETaskConfig(FairseqDataclass):
         default=100,
         metadata={"help": "with --sample-from-prior: how many sentences to sample (sample i "
                           "is the same for a given --seed whatever the batching or search)"},
+    )
+    fitted_prior: Optional[str] = field(
+        default=None,
+        metadata={"help": "a prior fitted to the model's codes by svae-fit-prior (CHECKPOINT_NAME.prior.pt): "
+                          "sample from it instead of N(0, I) (--sample-from-prior, svae-report, the hub)"},
     )
     reconstruct_from: ChoiceEnum([FROM_POSTERIOR_MEAN, FROM_POSTERIOR_SAMPLE]) = field(
         default=FROM_POSTERIOR_MEAN,
@@ -162,6 +168,7 @@ class SentenceVAETask(FairseqTask):
         # The criterion fairseq-train trains with: its KL rate controller's state is training
         # state that the checkpoint's task state carries.
         self._criterion = None
+        self._fitted_prior = None
 
     @classmethod
     def setup_task(cls, cfg: SentenceVAETaskConfig, **kwargs):
@@ -339,12 +346,19 @@ class SentenceVAETask(FairseqTask):
         if getattr(args, "score_reference", False):
             return super().build_generator(models, args, **kwargs)
         latent_source = FROM_PRIOR if self.cfg.sample_from_prior else self.cfg.reconstruct_from
-        extra = dict({"shared_sampling_noise": self.cfg.shared_sampling_noise}, **(extra_gen_cls_kwargs or {}),
-                     latent_source=latent_source, seed=self.cfg.seed)
+        defaults = {"shared_sampling_noise": self.cfg.shared_sampling_noise,
+                    "fitted_prior": self.fitted_prior(models[0].latent_dim) if self.cfg.fitted_prior else None}
+        extra = dict(defaults, **(extra_gen_cls_kwargs or {}), latent_source=latent_source, seed=self.cfg.seed)
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls or LatentSequenceGenerator,
             extra_gen_cls_kwargs=extra, **kwargs,
         )
+
+    def fitted_prior(self, latent_dim: int):
+        """The --fitted-prior (a FittedPrior checked against ``latent_dim``), or None."""
+        if self.cfg.fitted_prior and self._fitted_prior is None:
+            self._fitted_prior = load_fitted_prior(self.cfg.fitted_prior, latent_dim)
+        return self._fitted_prior
 
     def state_dict(self):
         # Saved in every checkpoint, so loading it with another dict.txt fails clearly.
