@@ -16,6 +16,8 @@ def test_the_frontier_scores_each_setting_and_reads_its_training_cost(data_bin, 
         "--iw-samples", "3", "--first-sentences", "40", "--out-dir", out,
         "--setting", f"small vae={save_dir / 'checkpoint_best.pt'}:{log}",
         "--setting", f"twice={save_dir / 'checkpoint_best.pt'}:{log}:{log}",
+        "--report", "--prior-samples 20 --reconstructions 5 --homotopies 0 --imputations 0 "
+                    "--paraphrase-group-size 5 --probe-sentences 40",
     )
     summary = json.loads((out / "frontier.json").read_text())
     once, twice = summary["settings"]
@@ -26,7 +28,14 @@ def test_the_frontier_scores_each_setting_and_reads_its_training_cost(data_bin, 
     last_train = [line for line in log_text.splitlines() if "| train | " in line][-1]
     assert once["updates"] == int(json.loads(last_train.split("| train | ", 1)[1])["train_num_updates"])
     assert twice["updates"] == 2 * once["updates"] and twice["seconds"] == 2 * once["seconds"]
+    # svae-report's figures of each point: prior samples and the probes.
+    prior = figures["prior_samples"]
+    assert 0 <= prior["hit_length_cap"] <= 1 and 0 < prior["distinct_2"] <= 1
+    paraphrase = figures["probes"]["paraphrase"]
+    assert paraphrase["chance"] == 4 / (paraphrase["sentences"] - 1)
+    assert 0 <= paraphrase["recall_at_1_z"] <= 1
     table = (out / "frontier.md").read_text()
+    assert "recall@1 z" in table.splitlines()[0]
     assert "| small vae |" in table and "| twice |" in table and "small vae" in result.stdout
     assert (out / "frontier.png").stat().st_size > 0
 

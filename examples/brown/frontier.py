@@ -6,6 +6,10 @@ For every setting it runs the real commands and keeps their figures:
   information over the whole split, active units) or, for a language model, its exact NLL;
 - greedy reconstruction BLEU from the posterior mean: ``fairseq-generate --beam 1`` on the split,
   scored by sacreBLEU against the references as the dictionary sees them (``<unk>`` included);
+- with ``--report "OPTIONS"``: ``svae-report`` with those options (e.g. ``--labels
+  ../shared/data/brown/test.genre --critic-path LM.pt``): the statistics of prior samples (hit
+  the length cap, distinct-2, critic perplexity) and the probes of what z holds (genre accuracy
+  from z and from the words, paraphrase recall@1, attribute shifts), kept in each setting's JSON;
 - the training cost read from the JSON training logs: updates and wall time (for a two-stage
   setting both stages' logs are summed).
 
@@ -37,6 +41,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +110,33 @@ def run(command, env=None):
 
 def protocol(args) -> dict:
     """What makes two scorings of a checkpoint comparable."""
-    return {"split": args.split, "iw_samples": args.iw_samples, "first_sentences": args.first_sentences}
+    scored = {"split": args.split, "iw_samples": args.iw_samples, "first_sentences": args.first_sentences}
+    if args.report:
+        scored["report"] = args.report
+    return scored
+
+
+def report_figures(args, checkpoint, json_path: Path) -> dict:
+    """What svae-report measures of a model, as the frontier keeps it: prior-sample statistics
+    and the probes (the whole report stays in its own JSON beside the setting's)."""
+    report_path = json_path.with_suffix(".report.json")
+    device = [] if args.gpu else ["--cpu"]
+    run([command_path("svae-report"), args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
+         "--gen-subset", args.split, *device, "--seed", "1", "--no-progress-bar", "--json", report_path,
+         *shlex.split(args.report)])
+    report = json.loads(report_path.read_text())
+    kept = {"prior_samples": {key: report["prior_samples"].get(key) for key in PRIOR_FIGURES},
+            "report_reconstruction_bleu": report["reconstructions"]["bleu"]}
+    if "fitted_prior_samples" in report:
+        kept["fitted_prior_samples"] = {key: report["fitted_prior_samples"].get(key) for key in PRIOR_FIGURES}
+    if "homotopies" in report:
+        kept["homotopies"] = report["homotopies"]
+    if "probes" in report:
+        kept["probes"] = report["probes"]
+    return kept
+
+
+PRIOR_FIGURES = ("hit_length_cap", "repeated_3gram", "distinct_2", "critic_ppl", "mean_length")
 
 
 def earlier_scores(args, checkpoint, json_path: Path):
@@ -141,14 +172,37 @@ def score(args, name, checkpoint, out: Path) -> dict:
                          "--scoring", "sacrebleu", *device, "--quiet"])
         match = BLEU_LINE.search(generated)
         figures["greedy_reconstruction_bleu"] = float(match.group(1)) if match else None
+        if args.report:
+            figures.update(report_figures(args, checkpoint, json_path))
     figures["frontier_protocol"] = protocol(args)
     json_path.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 
+def probe_cells(f) -> list:
+    """The report's columns of a row: prior samples and probes ("–" where not measured)."""
+    prior, probes = f.get("prior_samples") or {}, f.get("probes") or {}
+    labels, paraphrase = probes.get("labels") or {}, probes.get("paraphrase") or {}
+
+    def share(value):
+        return "–" if value is None else f"{100 * value:.0f}%"
+
+    def number(value, digits=2):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    return [share(prior.get("hit_length_cap")), number(prior.get("distinct_2")), number(prior.get("critic_ppl"), 0),
+            share(labels.get("accuracy_z")), share(labels.get("accuracy_bag_of_words")),
+            share(paraphrase.get("recall_at_1_z")), share(paraphrase.get("recall_at_1_tfidf"))]
+
+
+REPORT_COLUMNS = ["prior: cap", "prior: distinct-2", "prior: critic PPL", "label acc. z", "label acc. words",
+                  "recall@1 z", "recall@1 TF-IDF"]
+
+
 def table(rows, lm_nll) -> str:
+    with_report = any("prior_samples" in row["figures"] for row in rows)
     columns = ["setting", "IW-NLL", "PPL", "-ELBO", "KL", "MI", "AU", "recon BLEU", "updates",
-               "wall", "NLL - LM"]
+               "wall", "NLL - LM"] + (REPORT_COLUMNS if with_report else [])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         f = row["figures"]
@@ -162,11 +216,13 @@ def table(rows, lm_nll) -> str:
                  "–" if row["updates"] is None else str(row["updates"]),
                  "–" if row["seconds"] is None else f"{row['seconds'] / 60:.0f} min",
                  "–" if lm_nll is None else f"{f['nll'] - lm_nll:+.2f}"]
+        if with_report:
+            cells += probe_cells(f)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(rows, lm_nll, path: Path) -> None:
+def plot(rows, lm_nll, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +240,7 @@ def plot(rows, lm_nll, path: Path) -> None:
     axes.margins(x=0.15, y=0.15)
     axes.set_xlabel("mutual information I(x; z), nats")
     axes.set_ylabel("NLL per sentence, nats (VAE: IW bound)")
-    axes.set_title("Brown: NLL against MI")
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8, frameon=False)
     figure.savefig(path, dpi=120, bbox_inches="tight")
@@ -198,6 +254,10 @@ def main():
     parser.add_argument("--first-sentences", type=int, default=None)
     parser.add_argument("--setting", action="append", required=True, metavar="NAME=CHECKPOINT[:LOG...]")
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--title", default="Brown: NLL against MI", help="the plot's title")
+    parser.add_argument("--report", default=None, metavar="OPTIONS",
+                        help="also run svae-report on each VAE with these options (one quoted string, e.g. "
+                             "\"--labels test.genre --critic-path lm/checkpoint_best.pt\")")
     parser.add_argument("--gpu", action="store_true", help="score on the GPU (default: the CPU)")
     parser.add_argument("--rescore", action="store_true",
                         help="score every setting anew, even where --out-dir holds current figures")
@@ -221,7 +281,7 @@ def main():
     (args.out_dir / "frontier.json").write_text(json.dumps(summary, indent=2) + "\n")
     markdown = table(rows, lm_nll)
     (args.out_dir / "frontier.md").write_text(markdown + "\n")
-    plot(rows, lm_nll, args.out_dir / "frontier.png")
+    plot(rows, lm_nll, args.out_dir / "frontier.png", args.title)
     print(markdown)
 
 
