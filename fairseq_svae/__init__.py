@@ -4,7 +4,9 @@ Importing the package (which ``--user-dir fairseq_svae`` does) registers the ``s
 model, task and architectures and the ``annealed_elbo`` criterion, and makes fairseq load
 checkpoints with torch's weights-only protection on and save them whole (see
 :mod:`fairseq_svae.checkpoint_io`), lets one fairseq-train run at a time save into a directory
-(see :mod:`fairseq_svae.save_dir_lock`), and, in the processes of fairseq's and the plugin's
+(see :mod:`fairseq_svae.save_dir_lock`), checks the save directory, a resumed checkpoint, the
+binarized splits and the loss for what fairseq would report with a traceback (see
+:mod:`fairseq_svae.startup_checks`), and, in the processes of fairseq's and the plugin's
 commands only, prints the plugin's errors for users without a traceback and silences warnings
 users cannot act on (see :mod:`fairseq_svae.command_line`).
 """
@@ -15,10 +17,11 @@ import logging
 # so the plugin's own commands (which import fairseq through this package) leave the line out.
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from fairseq_svae import checkpoint_io, command_line, save_dir_lock  # noqa: E402
+from fairseq_svae import checkpoint_io, command_line, save_dir_lock, startup_checks  # noqa: E402
 
 checkpoint_io.install()
 save_dir_lock.install()
+startup_checks.install()  # after save_dir_lock: its save-dir check runs before the lock is taken
 command_line.install()
 
 from fairseq_svae import criterions, models, optim, tasks  # noqa: E402  (registration)

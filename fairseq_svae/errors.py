@@ -61,6 +61,18 @@ class TooFewSentencesError(UserError, ValueError):
     """The statistics asked for need more sentences than were selected."""
 
 
+class DamagedDataError(UserError, ValueError):
+    """A binarized split (``.bin``/``.idx``) that is truncated, altered or not fairseq-preprocess's."""
+
+
+class SaveDirectoryError(UserError, OSError):
+    """A --save-dir that is not a directory, or that this process cannot write into."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training produced a NaN or infinite loss, gradient or weight."""
+
+
 # Packages whose code may wrap a user error and still leave it the user's error to report: fairseq
 # re-raises some as its own (``raise Exception("Cannot load model parameters ...")``), and the
 # libraries it calls the plugin through pass them on.

@@ -82,3 +82,13 @@ def missing_split_message(data_dir: str, split: str) -> str:
         f"without touching the existing files, binarize it against the model's dictionary into a "
         f"new directory and copy it in: {command}"
     )
+
+
+def rebinarize_command(data_dir: str) -> str:
+    """Binarize the corpus again against ``data_dir``'s own dictionary into a fresh directory
+    (the word ids stay those a model trained on ``data_dir`` knows)."""
+    fresh = fresh_directory(data_dir, "rebinarized")
+    return (
+        f"fairseq-preprocess --only-source --srcdict {shlex.quote(os.path.join(data_dir, 'dict.txt'))} "
+        f"--trainpref train.txt --validpref valid.txt --testpref test.txt --destdir {shlex.quote(fresh)}"
+    )

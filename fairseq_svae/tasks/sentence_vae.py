@@ -41,6 +41,7 @@ from fairseq_svae.preprocess_hints import (
     new_corpus_command,
 )
 from fairseq_svae.sentence_vae_checkpoint import require_sentence_vae
+from fairseq_svae.startup_checks import check_split_files
 from fairseq_svae.tasks.aggressive_encoder import (
     ENCODER_STEPS,
     AggressiveEncoderUpdates,
@@ -203,6 +204,8 @@ class SentenceVAETask(FairseqTask):
         paths = utils.split_paths(self.cfg.data)
         data_path = paths[(epoch - 1) % len(paths)]
         split_path = os.path.join(data_path, split)
+        # Startup check (issue 25): a missing half, a truncated or altered .bin/.idx, in one line.
+        check_split_files(split_path, self.dictionary, combine=combine)
         sentences = data_utils.load_indexed_dataset(split_path, self.dictionary, combine=combine)
         if sentences is None:
             raise MissingDataError(missing_split_message(data_path, split))
