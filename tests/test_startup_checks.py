@@ -310,3 +310,18 @@ def test_the_new_errors_are_user_errors_and_the_builtin_errors_callers_catch():
     assert issubclass(SaveDirectoryError, UserError) and issubclass(SaveDirectoryError, OSError)
     assert issubclass(NonFiniteLossError, UserError) and issubclass(NonFiniteLossError, FloatingPointError)
     assert issubclass(DamagedDataError, UserError) and issubclass(DamagedDataError, ValueError)
+
+
+def test_resuming_with_a_dictionary_of_the_same_size_but_other_words_is_refused(data_bin, resumable, tmp_path):
+    corpus = tmp_path / "data-bin"
+    shutil.copytree(data_bin, corpus)
+    lines = (corpus / "dict.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[0], lines[1] = lines[1], lines[0]  # two words trade ids: same size, other dictionary
+    (corpus / "dict.txt").write_text("".join(lines), encoding="utf-8")
+    save_dir = copy_of(resumable, tmp_path)
+    line = one_error_line(train(corpus, save_dir, "--max-update", "5", check=False))
+    assert re.fullmatch(
+        rf"fairseq-train: error: IncompatibleCheckpointError: cannot resume from {re.escape(str(save_dir))}"
+        rf"/checkpoint_last\.pt: it was trained with another dictionary \([\d,]+ types, sha256 \w+\) than "
+        rf"this run's \([\d,]+ types, sha256 \w+\): every embedding row would stand for another word\. To "
+        rf"resume it, .*", line), line
