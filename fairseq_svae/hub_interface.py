@@ -125,9 +125,11 @@ class SentenceVAEHubInterface(nn.Module):
             remedy="pass from_pretrained(SAVE_DIR, checkpoint_file=NAME) with an existing NAME",
         )
         overrides = dict(overrides)
-        fitted_prior = overrides.get("fitted_prior")
+        # Set on the task after loading: a configuration saved before the option existed lacks
+        # it, and fairseq overrides only the options a checkpoint's configuration has.
+        fitted_prior = overrides.pop("fitted_prior", None)
         if fitted_prior and not os.path.isabs(fitted_prior) and os.path.isfile(os.path.join(model_path, fitted_prior)):
-            overrides["fitted_prior"] = os.path.join(model_path, fitted_prior)  # a file shipped beside the model
+            fitted_prior = os.path.join(model_path, fitted_prior)  # a file shipped beside the model
         if data_name_or_path.startswith("."):
             overrides["data"] = os.path.abspath(os.path.join(model_path, data_name_or_path))
         else:
@@ -148,6 +150,9 @@ class SentenceVAEHubInterface(nn.Module):
         )
         hub = cls(cfg, task, models)
         hub.pinned_generation = frozenset(pinned)
+        if fitted_prior:
+            task.use_fitted_prior(fitted_prior)
+            hub.fitted_prior  # loaded and checked against the model now, not at the first sample
         return hub
 
     @classmethod

@@ -62,13 +62,4 @@ done
 wait
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
 
-# The showcase: fp16 weights, dictionary and fitted prior in one directory (PRETRAINED_DIR,
-# default WORK_DIR/pretrained), then what it shows, measured on the test split.
-pretrained=${PRETRAINED_DIR:-$work/pretrained}
-python "$here/../../scripts/export_pretrained.py" "$work/vae-kl$showcase_rate/checkpoint_best.pt" \
-  "$work/data-bin" "$pretrained"
-svae-fit-prior "$work/data-bin" --path "$pretrained/model.pt" "${device_options[@]}"
-svae-report "$work/data-bin" --path "$pretrained/model.pt" --fitted-prior "$pretrained/model.prior.pt" \
-  --gen-subset test --critic-path "$work/lm/checkpoint_best.pt" --paraphrase-group-size 5 \
-  --attribute-words woman,man --latent-map "$work/latent-map.png" "${device_options[@]}" \
-  --json "$work/report.json" | tee "$work/report.txt"
+WORK_DIR="$work" bash "$here/showcase.sh" "$work/vae-kl$showcase_rate/checkpoint_best.pt"

@@ -350,7 +350,7 @@ class SentenceVAETask(FairseqTask):
             return super().build_generator(models, args, **kwargs)
         latent_source = FROM_PRIOR if self.cfg.sample_from_prior else self.cfg.reconstruct_from
         defaults = {"shared_sampling_noise": self.cfg.shared_sampling_noise,
-                    "fitted_prior": self.fitted_prior(models[0].latent_dim) if self.cfg.fitted_prior else None}
+                    "fitted_prior": self.fitted_prior(models[0].latent_dim) if self.cfg.get("fitted_prior") else None}
         extra = dict(defaults, **(extra_gen_cls_kwargs or {}), latent_source=latent_source, seed=self.cfg.seed)
         return super().build_generator(
             models, args, seq_gen_cls=seq_gen_cls or LatentSequenceGenerator,
@@ -359,9 +359,16 @@ class SentenceVAETask(FairseqTask):
 
     def fitted_prior(self, latent_dim: int):
         """The --fitted-prior (a FittedPrior checked against ``latent_dim``), or None."""
-        if self.cfg.fitted_prior and self._fitted_prior is None:
-            self._fitted_prior = load_fitted_prior(self.cfg.fitted_prior, latent_dim)
+        path = self.cfg.get("fitted_prior")  # a configuration saved before the option existed lacks it
+        if path and self._fitted_prior is None:
+            self._fitted_prior = load_fitted_prior(path, latent_dim)
         return self._fitted_prior
+
+    def use_fitted_prior(self, path: Optional[str]) -> None:
+        """Sample from the prior in ``path`` from now on (None: from N(0, I))."""
+        with open_dict(self.cfg) if isinstance(self.cfg, DictConfig) else contextlib.nullcontext():
+            self.cfg.fitted_prior = path
+        self._fitted_prior = None
 
     def state_dict(self):
         # Saved in every checkpoint, so loading it with another dict.txt fails clearly.
