@@ -131,11 +131,13 @@ class SampleReport:
         rng = np.random.default_rng([settings.seed, 7])
         pairs = [rng.choice(sentence_count, size=2, replace=False).tolist() for _ in range(settings.homotopies)]
         endpoints = self.posterior_means([i for pair in pairs for i in pair]) if pairs else None
-        paths, endpoint_matches = [], 0
+        paths, endpoint_matches, capped_steps = [], 0, 0
         for number, (start, end) in enumerate(pairs):
             path = interpolation_path(endpoints[2 * number], endpoints[2 * number + 1], settings.homotopy_steps,
                                       settings.spherical)
-            steps = [self.text(tokens) for tokens in self.decode(path)]
+            decoded = self.decode(path)
+            capped_steps += sum(tokens.numel() >= self.cap for tokens in decoded)
+            steps = [self.text(tokens) for tokens in decoded]
             alone = [self.text(tokens) for tokens in self.decode(path[[0, -1]])]
             endpoint_matches += (steps[0] == alone[0]) + (steps[-1] == alone[1])
             paths.append(steps)
@@ -157,6 +159,7 @@ class SampleReport:
             report["homotopies"] = dict(
                 homotopy_statistics(paths),
                 paths=len(paths), steps=settings.homotopy_steps,
+                steps_at_length_cap=capped_steps / (len(paths) * settings.homotopy_steps),
                 endpoints_equal_reconstructions=endpoint_matches / (2 * len(paths)),
             )
         report["outputs"] = {
@@ -259,7 +262,9 @@ def report_table(report: Dict) -> str:
         lines.append(
             f"homotopies: {h['distinct_sentences_per_path']:.2f} distinct sentences of {h['steps']} per path "
             f"(fewest {h['min_distinct_sentences']}), {h['neighbour_word_edit_distance']:.2f} words changed "
-            f"between neighbouring steps, endpoints equal to the reconstructions "
+            f"between neighbouring steps (word Jaccard {h['neighbour_word_jaccard']:.2f}), "
+            f"{100 * h['steps_with_repeated_3gram']:.1f}% of steps with a repeated 3-gram, "
+            f"{100 * h['steps_at_length_cap']:.1f}% at the length cap, endpoints equal to the reconstructions "
             f"{100 * h['endpoints_equal_reconstructions']:.0f}%"
         )
     if "imputation" in report:

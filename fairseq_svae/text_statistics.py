@@ -82,14 +82,23 @@ def word_edit_distance(first: Words, second: Words) -> int:
     return previous[-1]
 
 
+def word_jaccard(first: Sequence[str], second: Sequence[str]) -> float:
+    """Shared words over all words of two sentences (as sets); 1 for two empty sentences."""
+    a, b = set(first), set(second)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
 def homotopy_statistics(paths: Sequence[Sequence[str]]) -> Dict[str, float]:
-    """Distinct sentences per path and word edit distance between neighbouring steps (means)."""
+    """Distinct sentences per path, and between neighbouring steps the word edit distance and the
+    word Jaccard similarity (means); the share of steps with a repeated 3-gram."""
     distinct = [len(set(path)) for path in paths]
-    steps = [word_edit_distance(a.split(), b.split()) for path in paths for a, b in zip(path, path[1:])]
+    pairs = [(a.split(), b.split()) for path in paths for a, b in zip(path, path[1:])]
     return {
         "distinct_sentences_per_path": mean_and_spread(distinct)["mean"],
         "min_distinct_sentences": min(distinct) if distinct else math.nan,
-        "neighbour_word_edit_distance": mean_and_spread(steps)["mean"],
+        "neighbour_word_edit_distance": mean_and_spread([word_edit_distance(a, b) for a, b in pairs])["mean"],
+        "neighbour_word_jaccard": mean_and_spread([word_jaccard(a, b) for a, b in pairs])["mean"],
+        "steps_with_repeated_3gram": share([has_repeated_ngram(step.split(), 3) for path in paths for step in path]),
     }
 
 

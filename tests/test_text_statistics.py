@@ -66,6 +66,12 @@ def test_homotopy_statistics():
     assert figures["distinct_sentences_per_path"] == pytest.approx((2 + 3) / 2)
     assert figures["min_distinct_sentences"] == 2
     assert figures["neighbour_word_edit_distance"] == pytest.approx((0 + 2 + 1 + 1) / 4)
+    # Jaccard of the word sets: {a b}~{a b} 1, {a b}~{c d} 0, x~y 0, y~z 0.
+    assert figures["neighbour_word_jaccard"] == pytest.approx(1 / 4)
+    assert figures["steps_with_repeated_3gram"] == 0.0
+    looping = homotopy_statistics([["a b c a b c", "a b c d"]])
+    assert looping["steps_with_repeated_3gram"] == 0.5
+    assert looping["neighbour_word_jaccard"] == pytest.approx(3 / 4)
 
 
 def test_set_statistics():

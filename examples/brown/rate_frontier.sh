@@ -7,7 +7,8 @@
 #
 # WORK_DIR (default runs/brown-recipe: the data-bin of recipe.sh is reused), MAX_UPDATE (default
 # 19,368, the recipe VAE's budget), DEVICE=gpu to train on a GPU, STOP_TIME_HOURS to bound each
-# run's training time. The runs go side by side, one thread each.
+# run's training time. The runs go side by side, one thread each; a run started again resumes
+# from its checkpoint_last.pt and appends to its log.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +28,6 @@ for rate in $rates; do
     --lr 1e-3 --batch-size 32 --max-update "$max_update" --num-workers 0 --seed 1 --log-format json \
     --log-interval 100 --no-epoch-checkpoints --validate-interval-updates 1600 --save-interval-updates 1600 \
     --keep-interval-updates 1 "${device_options[@]}" ${STOP_TIME_HOURS:+--stop-time-hours "$STOP_TIME_HOURS"} \
-    --save-dir "$work/vae-kl$rate" > "$work/vae-kl$rate.log" 2>&1 &
+    --save-dir "$work/vae-kl$rate" >> "$work/vae-kl$rate.log" 2>&1 &
 done
 wait
