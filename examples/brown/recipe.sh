@@ -55,8 +55,9 @@ fairseq-train "$work/data-bin" --user-dir "$user_dir" --task sentence_vae --arch
 vae=$!
 
 # The baseline: fairseq's own LSTM language model with the decoder's sizes, and fairseq's own adam
-# (the same update rule as fused_adam).
-fairseq-train "$work/data-bin" --task language_modeling --sample-break-mode eos --arch lstm_lm \
+# (the same update rule as fused_adam). --user-dir only makes fairseq read its checkpoints with
+# the weights-only protection, so that a run started again resumes under torch >= 2.6.
+fairseq-train "$work/data-bin" --user-dir "$user_dir" --task language_modeling --sample-break-mode eos --arch lstm_lm \
   --decoder-embed-dim 353 --decoder-hidden-size 191 --decoder-out-embed-dim 191 --dropout 0.3 \
   --criterion cross_entropy --optimizer adam --max-epoch "$epochs" "${common[@]}" --save-dir "$work/lm" > "$work/lm.log" 2>&1 &
 lm=$!

@@ -46,12 +46,14 @@ running=0
 train() {  # train LOG ARGS...: fairseq-train in the background, at most $jobs at a time
   local log=$1; shift
   if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
-  fairseq-train "$work/data-bin" "$@" "${common[@]}" > "$log" 2>&1 &
+  fairseq-train "$work/data-bin" "$@" "${common[@]}" >> "$log" 2>&1 &  # a resumed run appends
   running=$((running + 1))
 }
 
 # The baseline and critic: fairseq's own LSTM language model with the decoder's sizes.
-train "$work/lm.log" --task language_modeling --sample-break-mode eos --criterion cross_entropy \
+# (--user-dir only makes fairseq read its checkpoints with the weights-only protection, so that
+# a run started again resumes: fairseq 0.12 alone cannot read them under torch >= 2.6.)
+train "$work/lm.log" --user-dir "$user_dir" --task language_modeling --sample-break-mode eos --criterion cross_entropy \
     "${lm_model_options[@]}" --save-dir "$work/lm"
 # A VAE at each asked rate: the KL weight starts at 0 and the criterion then holds the training
 # KL at the rate (fairseq_svae/kl_control.py, KLRateController).
