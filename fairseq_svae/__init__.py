@@ -25,6 +25,11 @@ startup_checks.install()  # after save_dir_lock: its save-dir check runs before 
 command_line.install()
 
 from fairseq_svae import criterions, models, optim, tasks  # noqa: E402  (registration)
+from fairseq_svae.generation import latent_samples  # noqa: E402
+
+latent_samples.install()  # fairseq-generate --latent-samples for conditional VAEs (--task translation)
+
+from fairseq_svae.models.sentence_cvae import SentenceCVAEModel  # noqa: E402
 from fairseq_svae.models.sentence_vae import SentenceVAEModel  # noqa: E402
 
-__all__ = ["SentenceVAEModel"]
+__all__ = ["SentenceCVAEModel", "SentenceVAEModel"]

@@ -30,15 +30,28 @@ def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator=None) -> 
     return mean + torch.exp(0.5 * logvar.float()) * eps
 
 
+def kl_between_gaussians(mean_q: torch.Tensor, logvar_q: torch.Tensor,
+                         mean_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_q, exp(logvar_q)) || N(mean_p, exp(logvar_p))) per latent dimension, in nats.
+
+    Analytic form: 0.5 * (logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p) - 1).
+    The KL of a conditional VAE, whose prior p(z|x) is learned; the arguments broadcast, so a
+    scalar 0 stands for N(0, I) (:func:`kl_to_standard_normal`). Sum over the last dimension
+    for the KL of one sentence.
+    """
+    mean_q, logvar_q = mean_q.float(), logvar_q.float()
+    mean_p, logvar_p = mean_p.float(), logvar_p.float()
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mean_q - mean_p).pow(2)) * torch.exp(-logvar_p) - 1.0)
+
+
 def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) per latent dimension (same shape as ``mean``), in nats.
 
-    Analytic form: 0.5 * (mean^2 + exp(logvar) - 1 - logvar). Sum over the last dimension for
-    the KL of one sentence's posterior.
+    :func:`kl_between_gaussians` with the prior's mean and log-variance 0, i.e.
+    0.5 * (mean^2 + exp(logvar) - 1 - logvar).
     """
-    mean = mean.float()
-    logvar = logvar.float()
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
+    zero = torch.zeros((), dtype=torch.float32, device=mean.device)
+    return kl_between_gaussians(mean, logvar, zero, zero)
 
 
 def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,11 @@
 """``--criterion annealed_elbo``: reconstruction NLL + kl_weight(update) * KL(q(z|x) || N(0, I)).
 
+For a model with a learned prior (``--arch sentence_cvae``, whose output carries the prior's
+mean and log-variance) the KL is KL(q(z|x, y) || p(z|x)), with the same schedules, free bits and
+``--target-kl``. Under a task that does not step the rate controller after each update
+(``--task translation``; ``--task sentence_vae`` does), the criterion steps it itself: see
+:meth:`AnnealedELBOCriterion.step_rate_control_itself`.
+
 All figures are in nats. ``loss``, ``nll``, ``kl`` and ``neg_elbo`` are per sentence (the unit
 in which text-VAE results are reported); ``nll_per_token`` and ``neg_elbo_per_token`` count
 end-of-sentence as a token, and ``ppl`` = exp(neg_elbo_per_token) is an upper bound on the
@@ -33,10 +39,11 @@ import torch
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import metrics
 
 from fairseq_svae.errors import OptionError
-from fairseq_svae.gaussian import kl_to_standard_normal, reparameterize
+from fairseq_svae.gaussian import kl_between_gaussians, kl_to_standard_normal, reparameterize
 from fairseq_svae.importance_sampling import (
     count_active_units,
     mutual_information,
@@ -49,6 +56,7 @@ from fairseq_svae.kl_control import (
     KLSchedule,
     free_bits_kl,
 )
+from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
 
@@ -132,11 +140,20 @@ class AnnealedELBOCriterion(FairseqCriterion):
             KLRateController(target_kl, max_weight=kl_max_weight, gain=target_kl_gain) if target_kl > 0 else None
         )
         self.num_updates = 0
+        # A task that calls observe_training_update after every update says so; under any
+        # other the criterion steps the controller itself (see step_rate_control_itself).
+        self.steps_rate_control_itself = not getattr(task, "observes_training_updates", False)
+        self._update_in_progress = None
+        self._pending_kl = None  # (KL, sentences) of the update in progress
 
     def set_num_updates(self, num_updates):
         self.num_updates = num_updates
 
     def forward(self, model, sample, reduce=True):
+        if model.training and getattr(model, "num_updates", None) is not None:
+            # A model that tracks the update (fairseq's train_step tells every model) serves
+            # tasks that do not tell the criterion: the KL schedule follows it.
+            self.follow_update(model.num_updates)
         features, extra = model(**sample["net_input"], features_only=True)
         target = sample["target"]
         is_token = target.ne(self.padding_idx)
@@ -145,7 +162,7 @@ class AnnealedELBOCriterion(FairseqCriterion):
         logits = model.decoder.output_layer(features[is_token])
         nll = token_nll(logits, target[is_token]).sum()
 
-        kl_per_dimension = kl_to_standard_normal(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR])
+        kl_per_dimension = kl_of(extra)
         kl = kl_per_dimension.sum()
         if model.training:
             kl_weight = self.training_kl_weight()
@@ -167,6 +184,8 @@ class AnnealedELBOCriterion(FairseqCriterion):
         }
         if model.training and self.rate_controller is not None:
             logging_output[RATE_CONTROL_SENTENCES] = nsentences
+            if self.steps_rate_control_itself:
+                self._accumulate_update_kl(kl.detach(), nsentences)
         if not model.training:
             logging_output.update(latent_statistics(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR]))
         return loss, nsentences, logging_output
@@ -176,6 +195,39 @@ class AnnealedELBOCriterion(FairseqCriterion):
         if self.rate_controller is not None:
             return self.rate_controller.weight
         return self.kl_schedule(self.num_updates)
+
+    def follow_update(self, update: int) -> None:
+        """Called at each training forward with the update it belongs to (from the model): sets
+        the schedule's update and, when the criterion steps the rate controller itself, steps it
+        with the previous update's KL once that update is over."""
+        self.num_updates = update
+        if update == self._update_in_progress:
+            return
+        if self.steps_rate_control_itself and self.rate_controller is not None:
+            self.step_rate_control_itself()
+        self._update_in_progress = update
+
+    def _accumulate_update_kl(self, kl: torch.Tensor, sentences: int) -> None:
+        totals = torch.stack([kl.double(), kl.new_tensor(float(sentences), dtype=torch.float64)])
+        self._pending_kl = totals if self._pending_kl is None else self._pending_kl + totals
+
+    def step_rate_control_itself(self) -> None:
+        """The rate controller's step for the update just finished, under a task that does not
+        call :meth:`observe_training_update` (``--task translation``).
+
+        The update's KL and sentences, summed over its batches (--update-freq), are summed over
+        all data-parallel workers, so every rank takes the same step, as with the task's hook.
+        Every rank runs the first forward of an update (fairseq gives a worker without data a
+        dummy batch, whose KL counts here like a real batch's), so the collective always meets.
+        """
+        totals, self._pending_kl = self._pending_kl, None
+        if totals is None:
+            return
+        if distributed_utils.get_data_parallel_world_size() > 1:
+            totals = distributed_utils.all_reduce(totals, group=distributed_utils.get_data_parallel_group())
+        kl, sentences = totals.tolist()
+        if sentences > 0:
+            self.rate_controller.observe(kl / sentences)
 
     def observe_training_update(self, logging_outputs) -> None:
         """Called with one update's logging outputs, summed over all workers (the same on every
@@ -213,6 +265,15 @@ class AnnealedELBOCriterion(FairseqCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def kl_of(extra) -> torch.Tensor:
+    """KL per sentence and latent dimension of a model's output: against the learned prior the
+    output carries (a conditional VAE's p(z|x)), else against N(0, I)."""
+    if extra.get(PRIOR_MEAN) is not None:
+        return kl_between_gaussians(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR],
+                                    extra[PRIOR_MEAN], extra[PRIOR_LOGVAR])
+    return kl_to_standard_normal(extra[POSTERIOR_MEAN], extra[POSTERIOR_LOGVAR])
 
 
 # Sentences of a training batch under --target-kl: marks the logging outputs the rate

@@ -1,1 +1,1 @@
-from fairseq_svae.models import sentence_vae  # noqa: F401  (registers --arch sentence_vae*)
+from fairseq_svae.models import sentence_cvae, sentence_vae  # noqa: F401  (registers --arch sentence_vae*, sentence_cvae)

@@ -152,6 +152,9 @@ class SentenceVAETaskConfig(FairseqDataclass):
 
 @register_task("sentence_vae", dataclass=SentenceVAETaskConfig)
 class SentenceVAETask(FairseqTask):
+    # reduce_metrics calls criterion.observe_training_update after every update (--target-kl).
+    observes_training_updates = True
+
     def __init__(self, cfg: SentenceVAETaskConfig, dictionary: Dictionary):
         super().__init__(cfg)
         self.dictionary = dictionary

@@ -1,0 +1,73 @@
+"""A trained conditional VAE (``--arch sentence_cvae``, ``--task translation``) in Python.
+
+    from fairseq_svae import SentenceCVAEModel
+    cvae = SentenceCVAEModel.from_pretrained("checkpoints/multi30k", checkpoint_file="checkpoint_best.pt",
+                                             data_name_or_path="data-bin/multi30k")
+    cvae.translate("a man rides a bike .")            # one output, from the prior mean
+    cvae.translate(["a man rides a bike ."], n=5)     # five outputs per sentence, z_k ~ p(z|x)
+
+fairseq's :class:`~fairseq.hub_utils.GeneratorHubInterface` with its conventions (``translate``,
+``sample``, ``generate``, ``encode``/``decode`` with the checkpoint's tokenizer and BPE, fairseq
+generation options as keywords: ``beam=5``, ``sampling=True``, ``max_len_b=50``...), plus ``n``:
+the number of outputs per sentence, each decoded from its own z ~ p(z|x) (what
+``fairseq-generate --latent-samples n`` prints). Checkpoints load through the plugin's safe loader.
+"""
+
+import os
+from typing import List, Optional, Union
+
+import torch
+from fairseq import hub_utils
+
+from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
+from fairseq_svae.generation.latent_samples import SAMPLES_KEY, SEED_KEY
+from fairseq_svae.models.sentence_cvae import is_conditional_vae
+
+Sentences = Union[str, List[str]]
+
+
+class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
+    """fairseq's generator hub over one conditional VAE, with ``n`` outputs per sentence."""
+
+    def __init__(self, cfg, task, models):
+        if len(models) != 1 or not is_conditional_vae(models[0]):
+            raise IncompatibleCheckpointError(
+                f"expected one conditional VAE (--arch sentence_cvae), got "
+                f"{', '.join(type(model).__name__ for model in models)}")
+        super().__init__(cfg, task, models)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
+                        data_name_or_path: str = ".", **overrides) -> "ConditionalVAEHubInterface":
+        """Load ``model_name_or_path/checkpoint_file`` with the dictionaries in ``data_name_or_path``
+        (the fairseq-preprocess directory it was trained on; a path starting with "." is relative
+        to the model directory, as in fairseq). Other keywords override the saved configuration."""
+        if not os.path.isfile(os.path.join(model_name_or_path, checkpoint_file)):
+            raise MissingCheckpointError(
+                f"checkpoint {os.path.join(model_name_or_path, checkpoint_file)!r} not found; pass the "
+                f"--save-dir of fairseq-train and a checkpoint in it (checkpoint_best.pt)")
+        loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **overrides)
+        return cls(loaded["args"], loaded["task"], loaded["models"])
+
+    def translate(self, sentences: Sentences, n: Optional[int] = None, beam: int = 5,
+                  seed: Optional[int] = None, verbose: bool = False, **generation):
+        """Outputs for each sentence, with fairseq's search (``beam``, or ``sampling=True``).
+
+        ``n`` = None: one output per sentence, decoded from the prior mean (a string per
+        sentence, as fairseq's ``translate``). ``n`` = k: k outputs per sentence (a list of k
+        strings per sentence), the i-th decoded from the i-th draw z_i ~ p(z|x); ``seed`` fixes
+        the draws (and the sampled words with ``sampling=True``), as ``--seed`` does for
+        ``fairseq-generate --latent-samples k``.
+        """
+        if isinstance(sentences, str):
+            return self.translate([sentences], n, beam, seed, verbose, **generation)[0]
+        if n is None:
+            return self.sample(sentences, beam, verbose, **generation)
+        if n < 1:
+            raise OptionError(f"n must be at least 1, got {n}")
+        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+        generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed})
+        with torch.random.fork_rng(devices=[]):  # torch's own generator is left as it was
+            torch.manual_seed(seed)
+            batched = self.generate([self.encode(sentence) for sentence in sentences], beam, verbose, **generation)
+        return [[self.decode(hypo["tokens"]) for hypo in hypos] for hypos in batched]

@@ -1,0 +1,306 @@
+"""``--arch sentence_cvae``: a conditional Sentence VAE for fairseq's ``--task translation``.
+
+fairseq's attention LSTM (``--arch lstm``: its encoder and decoder, with its sizes and defaults)
+plus a latent code z (Sohn et al. 2015; Zhang et al. 2016, "Variational Neural Machine
+Translation"):
+
+- the prior p(z|x): a diagonal Gaussian whose mean and log-variance are read from the source
+  encoder's final state;
+- the recognition network q(z|x, y): a second LSTM reads the target, and its final state with
+  the source's gives q's mean and log-variance (training and likelihood estimates only);
+- the decoder: fairseq's ``LSTMDecoder``, with z added (through a projection) to the initial
+  state it takes from the encoder, and concatenated to its input at every step.
+
+Training (``--criterion annealed_elbo``) decodes from z ~ q(z|x, y) and pays KL(q || p) with p
+learned; generation decodes from the prior mean, or, with ``--latent-samples N``
+(:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each.
+Defaults live in :func:`base_architecture`, which takes fairseq ``lstm``'s for every size.
+"""
+
+import contextlib
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from fairseq import utils
+from fairseq.models import (
+    FairseqEncoder,
+    FairseqEncoderDecoderModel,
+    register_model,
+    register_model_architecture,
+)
+from fairseq.models import lstm as fairseq_lstm
+from torch import Tensor
+
+from fairseq_svae.errors import OptionError
+from fairseq_svae.gaussian import clamp_logvar, reparameterize
+from fairseq_svae.models.sentence_vae_decoder import word_dropout
+from fairseq_svae.models.sentence_vae_encoder import LATENT, POSTERIOR_LOGVAR, POSTERIOR_MEAN
+
+# Keys of the encoder output and of the model's extra output. The criterion pays
+# KL(posterior || prior) when the model's output carries PRIOR_MEAN (see annealed_elbo).
+PRIOR_MEAN = "prior_mean"
+PRIOR_LOGVAR = "prior_logvar"
+SOURCE_STATES = "source_states"  # fairseq LSTMEncoder's tuple: outputs, hiddens, cells, padding mask
+
+
+def final_summary(final_hiddens: Tensor) -> Tensor:
+    """The last layer's final hidden state (B x units) of a fairseq LSTMEncoder's output."""
+    return final_hiddens[-1]
+
+
+class LatentConditionedEmbedding(nn.Module):
+    """Word embeddings with z appended to every position: how z reaches each decoder step.
+
+    fairseq's LSTMDecoder feeds ``embed_tokens(prev_output_tokens)`` to its first layer; making
+    that lookup return [embedding; z] feeds z at every step without rewriting the decoder's loop.
+    z is set for the duration of one decoder call by :meth:`conditioned_on`.
+    """
+
+    def __init__(self, words: nn.Embedding, latent_dim: int):
+        super().__init__()
+        self.words = words
+        self.latent_dim = latent_dim
+        self.padding_idx = words.padding_idx
+        self._latent: Optional[Tensor] = None
+
+    @property
+    def weight(self) -> Tensor:  # --share-decoder-input-output-embed ties the word embeddings
+        return self.words.weight
+
+    @contextlib.contextmanager
+    def conditioned_on(self, latent: Tensor):
+        self._latent = latent
+        try:
+            yield
+        finally:
+            self._latent = None
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        embedded = self.words(tokens)  # B x T x C
+        if self._latent is None:
+            raise RuntimeError("the decoder's embedding was called without z (use conditioned_on)")
+        latent = self._latent.to(embedded.dtype).unsqueeze(1).expand(-1, tokens.size(1), -1)
+        return torch.cat([embedded, latent], dim=-1)
+
+
+class ConditionalPriorEncoder(FairseqEncoder):
+    """fairseq's LSTMEncoder over the source, the prior p(z|x) and the recognition network q(z|x, y).
+
+    ``forward`` (what fairseq's generator calls) encodes the source and gives the prior; z is
+    the prior mean unless ``latent`` supplies one (a draw from the prior, or from q in training).
+    """
+
+    def __init__(self, source_encoder: fairseq_lstm.LSTMEncoder, target_encoder: fairseq_lstm.LSTMEncoder,
+                 latent_dim: int):
+        super().__init__(source_encoder.dictionary)
+        self.source_encoder = source_encoder
+        self.target_encoder = target_encoder
+        self.latent_dim = latent_dim
+        units = source_encoder.output_units
+        self.to_prior = nn.Linear(units, 2 * latent_dim)
+        self.to_posterior = nn.Linear(units + target_encoder.output_units, 2 * latent_dim)
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, latent: Optional[Tensor] = None,
+                **kwargs) -> Dict:
+        # Not sorted by length: the hub and the likelihood estimates repeat rows.
+        states = self.source_encoder(src_tokens, src_lengths, enforce_sorted=False)
+        # The heads run in fp32: their mean and log-variance set the KL.
+        prior_mean, prior_logvar = self.to_prior(final_summary(states[1]).float()).chunk(2, dim=-1)
+        prior_mean, prior_logvar = prior_mean.float(), clamp_logvar(prior_logvar)
+        return {
+            SOURCE_STATES: states,
+            PRIOR_MEAN: prior_mean,
+            PRIOR_LOGVAR: prior_logvar,
+            LATENT: prior_mean if latent is None else latent.float(),
+        }
+
+    def posterior(self, encoder_out: Dict, target_tokens: Tensor):
+        """Mean and log-variance of q(z|x, y), from the source states and the target's tokens
+        (any layout that holds every target word: the decoder's ``prev_output_tokens`` does)."""
+        lengths = target_tokens.ne(self.target_encoder.padding_idx).long().sum(dim=1)
+        target_states = self.target_encoder(target_tokens, lengths, enforce_sorted=False)
+        summary = torch.cat([final_summary(encoder_out[SOURCE_STATES][1]), final_summary(target_states[1])], dim=-1)
+        mean, logvar = self.to_posterior(summary.float()).chunk(2, dim=-1)
+        return mean.float(), clamp_logvar(logvar)
+
+    def reorder_encoder_out(self, encoder_out: Dict, new_order: Tensor) -> Dict:
+        reordered = {key: value.index_select(0, new_order) for key, value in encoder_out.items()
+                     if key != SOURCE_STATES}
+        reordered[SOURCE_STATES] = self.source_encoder.reorder_encoder_out(encoder_out[SOURCE_STATES], new_order)
+        return reordered
+
+    def max_positions(self):
+        return self.source_encoder.max_positions()
+
+
+class LatentLSTMDecoder(fairseq_lstm.LSTMDecoder):
+    """fairseq's attention LSTMDecoder conditioned on z: z shifts the initial hidden and cell
+    state taken from the encoder and is concatenated to the input at every step."""
+
+    def __init__(self, dictionary, latent_dim: int, encoder_output_units: int, num_layers: int,
+                 word_dropout_probability: float, **kwargs):
+        super().__init__(dictionary, num_layers=num_layers, encoder_output_units=encoder_output_units, **kwargs)
+        self.latent_to_state = nn.Linear(latent_dim, 2 * num_layers * encoder_output_units)
+        self.word_dropout = word_dropout_probability
+        self._protected = [dictionary.pad(), dictionary.eos(), dictionary.bos()]
+
+    def forward(self, prev_output_tokens, encoder_out: Optional[Dict] = None, incremental_state=None,
+                features_only: bool = False, **kwargs):
+        features, attention = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
+        if features_only:
+            return features, attention
+        return self.output_layer(features), attention
+
+    def extract_features(self, prev_output_tokens, encoder_out: Optional[Dict] = None, incremental_state=None):
+        latent = encoder_out[LATENT]
+        outputs, hiddens, cells, padding_mask = encoder_out[SOURCE_STATES]
+        layers, batch, units = hiddens.shape
+        shift = self.latent_to_state(latent.to(hiddens.dtype)).view(batch, 2, layers, units).permute(1, 2, 0, 3)
+        states = (outputs, hiddens + shift[0], cells + shift[1], padding_mask)
+        if self.training and self.word_dropout > 0:
+            keep = sum(prev_output_tokens.eq(symbol) for symbol in self._protected).bool()
+            prev_output_tokens = word_dropout(prev_output_tokens, self.word_dropout, self.dictionary.unk(), keep)
+        with self.embed_tokens.conditioned_on(latent):
+            return super().extract_features(prev_output_tokens, states, incremental_state)
+
+
+@register_model("sentence_cvae")
+class SentenceCVAEModel(FairseqEncoderDecoderModel):
+    """Source LSTM -> p(z|x); target LSTM -> q(z|x, y); z -> attention LSTM decoder p(y|x, z)."""
+
+    @staticmethod
+    def add_args(parser):
+        fairseq_lstm.LSTMModel.add_args(parser)  # fairseq lstm's options, with its meanings
+        # fmt: off
+        parser.add_argument("--latent-dim", type=int, metavar="N", help="size of the latent code z")
+        parser.add_argument("--word-dropout", type=float, metavar="P",
+                            help="in training, replace each decoder input word with <unk> with "
+                                 "probability P (Bowman et al.): the decoder then leans on z")
+        parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
+                            help="BN-VAE is not available for sentence_cvae (its prior is learned); "
+                                 "only 0 is accepted")
+        # fmt: on
+
+    @classmethod
+    def build_model(cls, args, task):
+        base_architecture(args)  # fill in any option an older checkpoint lacks
+        check_options(args)
+        source_dict, target_dict = task.source_dictionary, task.target_dictionary
+        source_embed = fairseq_lstm.Embedding(len(source_dict), args.encoder_embed_dim, source_dict.pad())
+        target_words = fairseq_lstm.Embedding(len(target_dict), args.decoder_embed_dim, target_dict.pad())
+        task_cfg = getattr(task, "cfg", None)
+        source_encoder = fairseq_lstm.LSTMEncoder(
+            dictionary=source_dict, embed_dim=args.encoder_embed_dim, hidden_size=args.encoder_hidden_size,
+            num_layers=args.encoder_layers, dropout_in=args.encoder_dropout_in,
+            dropout_out=args.encoder_dropout_out, bidirectional=args.encoder_bidirectional,
+            left_pad=bool(getattr(task_cfg, "left_pad_source", True)), pretrained_embed=source_embed,
+        )
+        # The recognition network reads the target with the decoder's word embeddings.
+        target_encoder = fairseq_lstm.LSTMEncoder(
+            dictionary=target_dict, embed_dim=args.decoder_embed_dim, hidden_size=args.encoder_hidden_size,
+            num_layers=1, dropout_in=args.encoder_dropout_in, dropout_out=args.encoder_dropout_out,
+            bidirectional=args.encoder_bidirectional,
+            left_pad=bool(getattr(task_cfg, "left_pad_target", False)), pretrained_embed=target_words,
+        )
+        encoder = ConditionalPriorEncoder(source_encoder, target_encoder, args.latent_dim)
+        decoder = LatentLSTMDecoder(
+            target_dict,
+            latent_dim=args.latent_dim,
+            encoder_output_units=source_encoder.output_units,
+            num_layers=args.decoder_layers,
+            word_dropout_probability=args.word_dropout,
+            embed_dim=args.decoder_embed_dim + args.latent_dim,  # [word; z] at every step
+            hidden_size=args.decoder_hidden_size,
+            out_embed_dim=args.decoder_out_embed_dim,
+            dropout_in=args.decoder_dropout_in,
+            dropout_out=args.decoder_dropout_out,
+            attention=utils.eval_bool(args.decoder_attention),
+            pretrained_embed=LatentConditionedEmbedding(target_words, args.latent_dim),
+            share_input_output_embed=args.share_decoder_input_output_embed,
+        )
+        return cls(encoder, decoder, latent_samples=args.latent_samples)
+
+    def __init__(self, encoder, decoder, latent_samples: int = 0):
+        super().__init__(encoder, decoder)
+        self.latent_samples = latent_samples
+        # The update in progress: fairseq's train_step tells every model (set_num_updates),
+        # while only some tasks tell the criterion, whose KL schedule needs it.
+        self.num_updates = 0
+
+    def set_num_updates(self, num_updates):
+        self.num_updates = num_updates
+        super().set_num_updates(num_updates)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.latent_dim
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="checkpoint_best.pt",
+                        data_name_or_path=".", **kwargs):
+        """Load a trained model as a :class:`~fairseq_svae.conditional_hub_interface.ConditionalVAEHubInterface`
+        (``translate(sentences, n=5)``)."""
+        from fairseq_svae.conditional_hub_interface import ConditionalVAEHubInterface
+
+        return ConditionalVAEHubInterface.from_pretrained(model_name_or_path, checkpoint_file,
+                                                          data_name_or_path, **kwargs)
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_latent: bool = True,
+                features_only: bool = False, **kwargs):
+        """The ELBO's forward: z ~ q(z|x, y), one reparameterized draw (``sample_latent=False``:
+        q's mean). Returns the decoder output and a dict that also holds the posterior's and the
+        prior's mean and log-variance for the KL term."""
+        encoder_out = self.encoder(src_tokens, src_lengths)
+        posterior_mean, posterior_logvar = self.encoder.posterior(encoder_out, prev_output_tokens)
+        latent = reparameterize(posterior_mean, posterior_logvar) if sample_latent else posterior_mean
+        encoder_out = dict(encoder_out, **{LATENT: latent})
+        output, attention = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only)
+        extra = {
+            "attn": attention,
+            POSTERIOR_MEAN: posterior_mean,
+            POSTERIOR_LOGVAR: posterior_logvar,
+            PRIOR_MEAN: encoder_out[PRIOR_MEAN],
+            PRIOR_LOGVAR: encoder_out[PRIOR_LOGVAR],
+        }
+        return output, extra
+
+
+def is_conditional_vae(model) -> bool:
+    return isinstance(model, SentenceCVAEModel)
+
+
+def check_options(args) -> None:
+    if args.latent_dim < 1:
+        raise OptionError(f"--latent-dim must be at least 1, got {args.latent_dim}")
+    if not 0.0 <= args.word_dropout <= 1.0:
+        raise OptionError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
+    if args.latent_samples < 0:
+        raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
+    if args.posterior_mean_bn_gamma:
+        raise OptionError(
+            f"--posterior-mean-bn-gamma {args.posterior_mean_bn_gamma}: BN-VAE is not available for "
+            f"--arch sentence_cvae (its KL is against a learned prior, which BN-VAE's floor does not "
+            f"bound); keep the KL up with --free-bits or --target-kl instead")
+    if args.encoder_layers != args.decoder_layers:
+        raise OptionError(f"--encoder-layers ({args.encoder_layers}) must equal --decoder-layers "
+                          f"({args.decoder_layers}): each decoder layer starts from its encoder layer's state")
+    if args.share_all_embeddings:
+        raise OptionError("--share-all-embeddings is not available for sentence_cvae (the source and "
+                          "target dictionaries are separate); use --share-decoder-input-output-embed")
+    if args.share_decoder_input_output_embed and args.decoder_embed_dim != args.decoder_out_embed_dim:
+        raise OptionError(
+            f"--share-decoder-input-output-embed needs --decoder-out-embed-dim ({args.decoder_out_embed_dim}) "
+            f"equal to --decoder-embed-dim ({args.decoder_embed_dim})")
+    if args.encoder_embed_path or args.decoder_embed_path:
+        raise OptionError("--encoder-embed-path / --decoder-embed-path are not available for sentence_cvae")
+
+
+@register_model_architecture("sentence_cvae", "sentence_cvae")
+def base_architecture(args):
+    fairseq_lstm.base_architecture(args)  # fairseq lstm's sizes and dropouts: one home for them
+    args.latent_dim = getattr(args, "latent_dim", 32)
+    args.word_dropout = getattr(args, "word_dropout", 0.0)
+    # Generation only: fairseq-generate --latent-samples N sets it (see generation.latent_samples).
+    args.latent_samples = getattr(args, "latent_samples", 0)
+    args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)

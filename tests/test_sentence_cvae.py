@@ -1,0 +1,238 @@
+"""The conditional Sentence VAE (--arch sentence_cvae) under fairseq's own --task translation:
+real fairseq-preprocess / fairseq-train / fairseq-generate on a slice of Multi30k (en -> de)."""
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PLUGIN_DIR, REPO, TRAIN_SEED, json_log_records, run_command
+
+MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+PAIRS = {"train": 2000, "valid": 100, "test": 40}
+LANGUAGES = ["--source-lang", "en", "--target-lang", "de"]
+TINY_CVAE = [
+    "--arch", "sentence_cvae", "--encoder-embed-dim", "32", "--encoder-hidden-size", "64",
+    "--decoder-embed-dim", "32", "--decoder-hidden-size", "64", "--decoder-out-embed-dim", "32",
+    "--latent-dim", "8",
+]
+UPDATES = 40
+TARGET_KL = 2.0
+
+pytestmark = pytest.mark.skipif(not (MULTI30K / "train.en").exists(), reason="needs shared/data/multi30k")
+
+
+@pytest.fixture(scope="module")
+def multi30k_bin(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("multi30k-slice")
+    for split, count in PAIRS.items():
+        for language in ("en", "de"):
+            with open(MULTI30K / f"{split}.{language}", encoding="utf-8") as handle:
+                (root / f"{split}.{language}").write_text("".join(next(handle) for _ in range(count)),
+                                                          encoding="utf-8")
+    destination = root / "data-bin"
+    run_command("fairseq-preprocess", *LANGUAGES, "--trainpref", root / "train", "--validpref", root / "valid",
+                "--testpref", root / "test", "--nwordssrc", "1000", "--nwordstgt", "1000",
+                "--destdir", destination, "--workers", "1")
+    return destination
+
+
+def train_command(data_bin, save_dir, *extra):
+    return ["fairseq-train", data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation", *LANGUAGES,
+            *TINY_CVAE, "--criterion", "annealed_elbo", "--optimizer", "adam", "--lr", "5e-3",
+            "--batch-size", "64", "--cpu", "--save-dir", save_dir, "--log-format", "json",
+            "--log-interval", "5", "--seed", TRAIN_SEED, "--num-workers", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_cvae(multi30k_bin, tmp_path_factory):
+    """(checkpoint_last.pt, fairseq-train's output) of a tiny CVAE trained with --target-kl."""
+    save_dir = tmp_path_factory.mktemp("cvae")
+    result = run_command(*train_command(multi30k_bin, save_dir, "--max-update", str(UPDATES),
+                                        "--target-kl", str(TARGET_KL), "--no-epoch-checkpoints"))
+    return save_dir / "checkpoint_last.pt", result.stdout + result.stderr
+
+
+def generate(data_bin, checkpoint, *extra) -> str:
+    return run_command("fairseq-generate", data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
+                       *LANGUAGES, "--path", checkpoint, "--gen-subset", "test", "--batch-size", "16",
+                       "--max-len-b", "25", "--cpu", *extra).stdout
+
+
+def hypotheses(output: str) -> dict:
+    """Source id -> the H- lines' sentences, in the printed order."""
+    found = {}
+    for line in output.splitlines():
+        match = re.match(r"H-(\d+)\t\S+\t(.*)$", line)
+        if match:
+            found.setdefault(int(match.group(1)), []).append(match.group(2))
+    return found
+
+
+# --- The KL against a learned prior --------------------------------------------------------------
+
+def test_kl_between_gaussians_closed_form():
+    from fairseq_svae.gaussian import kl_between_gaussians, kl_to_standard_normal
+
+    # q = N(1, 4), p = N(-1, 2): 0.5 (ln 2 - ln 4 + (4 + 2^2) / 2 - 1) = 1.5 - 0.5 ln 2.
+    kl = kl_between_gaussians(torch.tensor([1.0]), torch.tensor([math.log(4.0)]),
+                              torch.tensor([-1.0]), torch.tensor([math.log(2.0)]))
+    assert kl.item() == pytest.approx(1.5 - 0.5 * math.log(2.0), abs=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    mean, logvar = torch.randn(5, 7, generator=generator), torch.randn(5, 7, generator=generator)
+    # Against N(0, I) it is the standard-normal KL; against itself 0.
+    assert torch.allclose(kl_between_gaussians(mean, logvar, torch.zeros(()), torch.zeros(())),
+                          kl_to_standard_normal(mean, logvar), atol=1e-6)
+    assert torch.allclose(kl_between_gaussians(mean, logvar, mean, logvar), torch.zeros(5, 7), atol=1e-6)
+
+
+def test_rate_control_steps_itself_under_a_task_that_does_not(trained_cvae):
+    """--task translation never calls observe_training_update: the criterion steps its controller
+    at the first forward of the next update, with the KL per sentence of the whole update."""
+    from fairseq_svae.criterions.annealed_elbo import AnnealedELBOCriterion
+    from fairseq_svae.kl_control import KLRateController
+
+    class TranslationLikeTask:
+        target_dictionary = None
+
+    criterion = AnnealedELBOCriterion(
+        TranslationLikeTask(), "constant", 1.0, 0.0025, 2500, 100, 4, 0.5, 0.0, target_kl=4.0, target_kl_gain=0.01)
+    assert criterion.steps_rate_control_itself
+    reference = KLRateController(4.0, max_weight=1.0, gain=0.01)
+    criterion.follow_update(0)
+    criterion._accumulate_update_kl(torch.tensor(30.0), 3)  # two batches of update 0 (--update-freq 2)
+    criterion._accumulate_update_kl(torch.tensor(50.0), 5)
+    assert criterion.rate_controller.weight == 0.0
+    criterion.follow_update(0)  # another batch of the same update: no step yet
+    assert criterion.rate_controller.weight == 0.0
+    criterion.follow_update(1)
+    assert criterion.rate_controller.weight == reference.observe(80.0 / 8) > 0
+    criterion.follow_update(2)  # nothing accumulated in update 1 (e.g. all batches skipped)
+    assert criterion.rate_controller.weight == reference.weight
+    # The end-to-end run logged weights the controller can give: within [0, --kl-max-weight].
+    _, log = trained_cvae
+    weights = [float(record["kl_weight"]) for record in json_log_records(log, "train_inner")]
+    assert weights and all(0.0 <= weight <= 1.0 for weight in weights)
+
+
+# --- Training through fairseq-train --task translation ------------------------------------------
+
+def test_training_lowers_the_loss_with_a_finite_nonnegative_kl(trained_cvae):
+    _, log = trained_cvae
+    records = json_log_records(log, "train_inner")
+    assert len(records) == UPDATES // 5
+    first, last = float(records[0]["nll_per_token"]), float(records[-1]["nll_per_token"])
+    assert last < first - 0.5  # from about ln(1000) = 6.9 nats per token at the start
+    kls = [float(record["kl"]) for record in records] + [float(r["valid_kl"]) for r in json_log_records(log, "valid")]
+    assert all(math.isfinite(kl) and kl >= 0 for kl in kls)
+
+
+def test_bn_vae_is_refused():
+    from argparse import Namespace
+
+    from fairseq_svae.errors import OptionError
+    from fairseq_svae.models.sentence_cvae import base_architecture, check_options
+
+    args = Namespace(posterior_mean_bn_gamma=0.5)
+    base_architecture(args)
+    with pytest.raises(OptionError, match="--posterior-mean-bn-gamma 0.5: BN-VAE is not available"):
+        check_options(args)
+
+
+# --- Generation through fairseq-generate ------------------------------------------------------
+
+def test_latent_samples_is_listed_by_fairseq_generate_help():
+    import fairseq_svae  # noqa: F401  (what --user-dir imports before fairseq builds its parser)
+    from fairseq import options
+
+    assert "--latent-samples N" in options.get_generation_parser(default_task="translation").format_help()
+
+
+def test_default_generation_is_one_output_per_source(multi30k_bin, trained_cvae):
+    checkpoint, _ = trained_cvae
+    outputs = hypotheses(generate(multi30k_bin, checkpoint, "--beam", "2"))
+    assert sorted(outputs) == list(range(PAIRS["test"]))
+    assert all(len(per_source) == 1 for per_source in outputs.values())
+
+
+def test_latent_samples_give_n_outputs_per_source_from_distinct_draws(multi30k_bin, trained_cvae):
+    checkpoint, _ = trained_cvae
+    sampled = generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--sampling", "--seed", "3")
+    by_source = hypotheses(sampled)
+    assert sorted(by_source) == list(range(PAIRS["test"]))
+    assert Counter(len(outputs) for outputs in by_source.values()) == {5: PAIRS["test"]}
+    for kind in ("D", "P"):  # printed as fairseq prints an N-best list
+        assert len(re.findall(rf"^{kind}-\d+\t", sampled, flags=re.M)) == 5 * PAIRS["test"]
+    # Deterministic per --seed.
+    assert hypotheses(generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--sampling", "--seed", "3")) == by_source
+
+
+@pytest.fixture(scope="module")
+def hub(multi30k_bin, trained_cvae):
+    from fairseq_svae import SentenceCVAEModel
+
+    checkpoint, _ = trained_cvae
+    return SentenceCVAEModel.from_pretrained(str(checkpoint.parent), checkpoint_file=checkpoint.name,
+                                             data_name_or_path=str(multi30k_bin))
+
+
+def test_the_draws_differ_within_a_source_and_do_not_depend_on_the_batch(hub):
+    """By construction: z_k ~ N(prior mean, prior variance > 0) from the sample id's own stream."""
+    from fairseq_svae.generation.latent_samples import LatentSamplesGenerator
+
+    generator = LatentSamplesGenerator(hub.task.build_generator(hub.models, hub.cfg.generation), samples=5, seed=3)
+    tokens = [hub.encode(s) for s in ["a man rides a bike .", "two dogs play in the snow .", "a girl sings ."]]
+    batch = hub.task.build_dataset_for_inference(tokens, [t.numel() for t in tokens])
+    sample = batch.collater([batch[i] for i in range(len(tokens))])
+    latents = generator.prior_latents(hub.models[0], sample["net_input"], sample["id"].tolist()).view(3, 5, -1)
+    for source in range(3):
+        assert torch.cdist(latents[source], latents[source]).add(torch.eye(5)).min() > 0
+    single = batch.collater([batch[1]])
+    alone = generator.prior_latents(hub.models[0], single["net_input"], single["id"].tolist())
+    position = sample["id"].tolist().index(1)
+    assert torch.allclose(alone, latents[position], atol=1e-5)
+
+
+def test_hub_translates_n_outputs_per_sentence(hub):
+    sentences = ["a man rides a bike .", "two dogs play in the snow ."]
+    outputs = hub.translate(sentences, n=3, seed=5, sampling=True, max_len_b=20)
+    assert [len(per_sentence) for per_sentence in outputs] == [3, 3]
+    assert all(isinstance(text, str) for per_sentence in outputs for text in per_sentence)
+    assert hub.translate(sentences, n=3, seed=5, sampling=True, max_len_b=20) == outputs
+    beam = hub.translate(sentences, n=3, seed=5, beam=2, max_len_b=20)
+    assert [len(per_sentence) for per_sentence in beam] == [3, 3]
+    # Without n: one string, from the prior mean, whatever torch's random state.
+    torch.manual_seed(1)
+    single = hub.translate("a man rides a bike .", beam=2, max_len_b=20)
+    torch.manual_seed(2)
+    assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
+
+
+# --- Importance-weighted log p(y|x) -----------------------------------------------------------
+
+def test_importance_weighted_nll_bounds(hub, multi30k_bin, trained_cvae):
+    from fairseq_svae.conditional_likelihood import conditional_iw_nll, conditional_log_weights, score_split
+
+    model = hub.models[0]
+    hub.task.load_dataset("test")
+    dataset = hub.task.dataset("test")
+    sample = dataset.collater([dataset[i] for i in range(12)])
+    one = conditional_iw_nll(model, sample, samples=1, seed=7)
+    # K = 1: the importance-weighted bound is the one-sample ELBO.
+    assert torch.allclose(one["iw_nll"], one["sampled_neg_elbo"])
+    many = conditional_iw_nll(model, sample, samples=16, seed=7)
+    # log-mean-exp >= mean of logs (Jensen), sentence by sentence, for the same draws.
+    assert bool((many["iw_nll"] <= many["sampled_neg_elbo"] + 1e-9).all())
+    assert bool((many["kl"] >= 0).all()) and bool(torch.isfinite(many["iw_nll"]).all())
+    # The draws of a sentence are its own stream's: K = 4 gives the first 4 of K = 16's.
+    assert torch.allclose(conditional_log_weights(model, sample, 4, seed=7),
+                          conditional_log_weights(model, sample, 16, seed=7)[:4], atol=1e-6)
+    totals = score_split(str(trained_cvae[0]), str(multi30k_bin), "test", samples=4, seed=7,
+                         source_lang="en", target_lang="de")
+    assert totals["sentences"] == PAIRS["test"]
+    assert totals["iw_nll"] <= totals["sampled_neg_elbo"] + 1e-9
+    assert totals["ppl"] == pytest.approx(math.exp(totals["iw_nll_per_token"]))
+
