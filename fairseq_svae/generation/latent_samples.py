@@ -84,11 +84,15 @@ class LatentSamplesGenerator:
             raise OptionError(f"{OPTION} cannot be combined with --constraints")
         net_input = sample["net_input"]
         repeat = self.samples
-        latent = self.prior_latents(self.generator.model.single_model, net_input, sample["id"].tolist())
+        # fairseq-interactive's batches carry no ids: there a source's draws follow its position.
+        ids = sample["id"].tolist() if "id" in sample else list(range(net_input["src_tokens"].size(0)))
+        latent = self.prior_latents(self.generator.model.single_model, net_input, ids)
         expanded_input = {key: value.repeat_interleave(repeat, dim=0) if torch.is_tensor(value) else value
                           for key, value in net_input.items() if key != "prev_output_tokens"}
         expanded_input[LATENT] = latent
-        expanded = dict(sample, id=sample["id"].repeat_interleave(repeat), net_input=expanded_input)
+        expanded = dict(sample, net_input=expanded_input)
+        if "id" in sample:
+            expanded["id"] = sample["id"].repeat_interleave(repeat)
         if sample.get("target") is not None:
             expanded["target"] = sample["target"].repeat_interleave(repeat, dim=0)
         if prefix_tokens is not None:
