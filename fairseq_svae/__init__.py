@@ -6,7 +6,9 @@ checkpoints with torch's weights-only protection on and save them whole (see
 :mod:`fairseq_svae.checkpoint_io`), lets one fairseq-train run at a time save into a directory
 (see :mod:`fairseq_svae.save_dir_lock`), checks the save directory, a resumed checkpoint, the
 binarized splits and the loss for what fairseq would report with a traceback (see
-:mod:`fairseq_svae.startup_checks`), and, in the processes of fairseq's and the plugin's
+:mod:`fairseq_svae.startup_checks`), runs fairseq on several CPU processes as torchrun, fairseq's
+own spawn or ranks started by hand start them, each stopping in one line when a peer is lost (see
+:mod:`fairseq_svae.cpu_ranks`), and, in the processes of fairseq's and the plugin's
 commands only, prints the plugin's errors for users without a traceback and silences warnings
 users cannot act on (see :mod:`fairseq_svae.command_line`).
 """
@@ -17,12 +19,13 @@ import logging
 # so the plugin's own commands (which import fairseq through this package) leave the line out.
 logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
-from fairseq_svae import checkpoint_io, command_line, save_dir_lock, startup_checks  # noqa: E402
+from fairseq_svae import checkpoint_io, command_line, cpu_ranks, save_dir_lock, startup_checks  # noqa: E402
 
 checkpoint_io.install()
 save_dir_lock.install()
 startup_checks.install()  # after save_dir_lock: its save-dir check runs before the lock is taken
 command_line.install()
+cpu_ranks.install()
 
 from fairseq_svae import criterions, models, optim, tasks  # noqa: E402  (registration)
 from fairseq_svae.generation import latent_samples  # noqa: E402
