@@ -175,7 +175,8 @@ def test_without_torchrun_a_stopped_rank_stops_the_other_in_one_line_within_the_
                 process.wait()
     output = logs[0].read_text()
     assert status == 1, output[-5000:]
-    assert HEARTBEAT_TIMEOUT <= waited < HEARTBEAT_TIMEOUT + 30, waited
+    # Silent for the timeout since its last beat heard, up to one beat (timeout / 5) before the stop.
+    assert HEARTBEAT_TIMEOUT * 0.8 - 0.5 <= waited < HEARTBEAT_TIMEOUT + 30, waited
     assert "Traceback" not in output, output[-5000:]
     lines = error_lines(output)
     assert len(lines) == 1, output[-5000:]
