@@ -46,6 +46,7 @@ setup(
             "svae-report = fairseq_svae.cli.report:cli_main",
             "svae-impute = fairseq_svae.cli.impute:cli_main",
             "svae-fit-prior = fairseq_svae.cli.fit_prior:cli_main",
+            "svae-translation-eval = fairseq_svae.cli.translation_eval:cli_main",
         ],
     },
 )
