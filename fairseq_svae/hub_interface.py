@@ -9,7 +9,8 @@
 Every method takes raw text and applies the tokenizer and BPE the model was trained with (a
 ``--bpe sentencepiece`` checkpoint carries them in its configuration), and the text-returning
 methods return lists of plain strings. Each use decodes with its defaults (codes of sentences:
-greedy with 3-gram blocking; the prior: nucleus sampling; never ``<unk>``; see
+nucleus sampling with shared noise; the prior: nucleus sampling; a model trained at
+``--target-kl`` 20 nats or more: greedy search with 3-gram blocking for both; never ``<unk>``; see
 :mod:`fairseq_svae.generation.decoding_defaults`) unless fairseq generation options are passed
 (``beam=5``, ``sampling=True, sampling_topk=10``, ``temperature=0.7``, ``unkpen=0``, ...); batches
 hold ``svae.batch_size`` sentences or codes (256). Drawn codes are seeded per sample:
@@ -40,12 +41,12 @@ from fairseq_svae.errors import (
     nth_sentence,
 )
 from fairseq_svae.generation import latent_batch
-from fairseq_svae.generation.decoding_defaults import DECODE_CODE, SAMPLE_PRIOR, with_defaults
+from fairseq_svae.generation.decoding_defaults import CODE, PRIOR, defaults_for, trained_rate, with_defaults
 from fairseq_svae.generation.imputation import impute_suffixes
 from fairseq_svae.generation.latent_draws import posterior_latents, prior_latents
 from fairseq_svae.generation.latent_space import attribute_vector, interpolation_path, shift
 from fairseq_svae.sentence_vae_checkpoint import checkpoint_file as one_checkpoint_file
-from fairseq_svae.sentence_vae_checkpoint import is_sentence_vae_model, load_sentence_vae_state
+from fairseq_svae.sentence_vae_checkpoint import is_sentence_vae_model, load_sentence_vae_state, saved_config
 from fairseq_svae.tasks.sentence_vae import SentenceVAETask
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,9 @@ class SentenceVAEHubInterface(nn.Module):
         self.batch_size = DEFAULT_BATCH_SIZE
         # Generation options whose value the user chose when loading (never replaced by defaults).
         self.pinned_generation = frozenset()
+        # The --target-kl the model was trained with (None: no set rate): it chooses the decoding
+        # defaults (see decoding_defaults). Set by the constructors from the checkpoint.
+        self.trained_rate = None
         # Follows .cuda() / .to(), like fairseq's GeneratorHubInterface.
         self.register_buffer("_float_tensor", torch.tensor([0], dtype=torch.float))
 
@@ -149,6 +153,7 @@ class SentenceVAEHubInterface(nn.Module):
             [checkpoint], arg_overrides=overrides, state=state
         )
         hub = cls(cfg, task, models)
+        hub.trained_rate = trained_rate(saved_config(state))
         hub.pinned_generation = frozenset(pinned)
         if fitted_prior:
             task.use_fitted_prior(fitted_prior)
@@ -173,6 +178,7 @@ class SentenceVAEHubInterface(nn.Module):
                 if cfg[component] is None and saved_cfg.get(component) is not None:
                     cfg[component] = saved_cfg[component]
         hub = cls(cfg, task, models)
+        hub.trained_rate = trained_rate(saved_config(state))
         # The command line's options (its parser's defaults included) are the decoding.
         hub.pinned_generation = frozenset(GenerationConfig.__dataclass_fields__)
         if torch.cuda.is_available() and not cfg.common.cpu:
@@ -340,7 +346,7 @@ class SentenceVAEHubInterface(nn.Module):
         ``progress(n)`` is called after each batch of n rows."""
         if latents.dim() != 2 or latents.size(1) != self.latent_dim:
             raise OptionError(f"latents must be n x {self.latent_dim}, got {tuple(latents.shape)}")
-        generator = self.build_generator(**self.decoding(DECODE_CODE, generation))
+        generator = self.build_generator(**self.decoding(CODE, generation))
         decoded = []
         for start in range(0, latents.size(0), self.batch_size):
             chunk = latents[start : start + self.batch_size].to(self.device).float()
@@ -393,19 +399,21 @@ class SentenceVAEHubInterface(nn.Module):
 
     def sample(self, n: int, seed: Optional[int] = None, prior: Optional[str] = None, **generation) -> List[str]:
         """``n`` sentences decoded from the prior (``prior``: see :meth:`prior_latents`), by
-        default with nucleus sampling (see :mod:`~fairseq_svae.generation.decoding_defaults`).
+        default with nucleus sampling, or greedily for a model trained at a high rate (see
+        :mod:`~fairseq_svae.generation.decoding_defaults`).
         ``seed`` fixes the codes (sample i is fairseq-generate's sample i) and the sampled words;
         torch's own generator is left as it was."""
         seed = _random_seed() if seed is None else seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.decode_latents(self.prior_latents(n, seed, prior),
-                                       **self.decoding(SAMPLE_PRIOR, generation))
+                                       **self.decoding(PRIOR, generation))
 
-    def decoding(self, defaults: Dict, generation: Dict) -> Dict:
-        """The generation options of a call: ``generation`` over ``defaults``, as
-        :func:`~fairseq_svae.generation.decoding_defaults.with_defaults` combines them."""
-        return with_defaults(defaults, generation, self.pinned_generation)
+    def decoding(self, use: str, generation: Dict) -> Dict:
+        """The generation options of a call: ``generation`` over this model's defaults for
+        ``use`` ("code" or "prior"), as :mod:`~fairseq_svae.generation.decoding_defaults` chooses
+        and combines them."""
+        return with_defaults(defaults_for(use, self.trained_rate), generation, self.pinned_generation)
 
     def posterior_samples(self, sentence: str, n: int = 5, seed: Optional[int] = None,
                           **generation) -> List[str]:
@@ -433,7 +441,7 @@ class SentenceVAEHubInterface(nn.Module):
         token_lists = self.sentences_to_tokens(beginnings)
         prefixes = [tokens[:-1] for tokens in token_lists]  # without </s>: the sentence goes on
         completed = impute_suffixes(self, prefixes, iterations, _random_seed() if seed is None else seed,
-                                    **self.decoding(DECODE_CODE, generation))
+                                    **self.decoding(CODE, generation))
         return [self.tokens_to_text(tokens) for tokens in completed]
 
     def attribute_vector(self, sentences_with: Sentences, sentences_without: Sentences) -> Tensor:

@@ -3,9 +3,21 @@
 import pytest
 import torch
 
-from fairseq_svae.generation.decoding_defaults import DECODE_CODE, NO_UNK, SAMPLE_PRIOR, with_defaults
+from fairseq_svae.generation.decoding_defaults import (
+    CODE,
+    DECODE_CODE,
+    DECODE_HIGH_RATE,
+    GREEDY_FROM_NATS,
+    NO_UNK,
+    PRIOR,
+    SAMPLE_PRIOR,
+    defaults_for,
+    trained_rate,
+    with_defaults,
+)
+from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
-from conftest import run_command
+from conftest import REPO, run_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,3 +58,28 @@ def test_svae_interpolate_uses_the_code_defaults(latent_hub, latent_model, short
                           first, second).stdout.splitlines()
     assert printed == latent_hub.interpolate(first, second, steps=4)
     assert printed == latent_hub.interpolate(first, second, steps=4, **DECODE_CODE)
+
+
+def test_a_model_trained_at_a_high_rate_is_decoded_greedily_for_both_uses():
+    for use in (CODE, PRIOR):
+        assert defaults_for(use, GREEDY_FROM_NATS) == defaults_for(use, 80.0) == DECODE_HIGH_RATE
+        assert "sampling" not in DECODE_HIGH_RATE and DECODE_HIGH_RATE["beam"] == 1
+    assert defaults_for(CODE, None) == defaults_for(CODE, GREEDY_FROM_NATS - 1) == DECODE_CODE
+    assert defaults_for(PRIOR, None) == defaults_for(PRIOR, 5.0) == SAMPLE_PRIOR
+    with pytest.raises(ValueError):
+        defaults_for("reconstruction", None)
+    assert trained_rate({"criterion": {"_name": "annealed_elbo", "target_kl": 40}}) == 40.0
+    assert trained_rate({"criterion": {"_name": "annealed_elbo", "target_kl": None}}) is None
+    assert trained_rate({"criterion": {"_name": "cross_entropy"}}) is None and trained_rate(None) is None
+
+
+def test_the_captions_model_samples_and_reconstructs_greedily_unless_told_otherwise():
+    hub = SentenceVAEHubInterface.from_pretrained(str(REPO / "examples" / "captions" / "pretrained"),
+                                                  checkpoint_file="model.pt")
+    assert hub.trained_rate == 40.0  # its --target-kl, read from the checkpoint
+    samples = hub.sample(4, seed=2)
+    assert samples == hub.decode_latents(hub.prior_latents(4, seed=2), **DECODE_HIGH_RATE)
+    assert hub.sample(4, seed=2, sampling=True, sampling_topp=0.9) == hub.sample(
+        4, seed=2, sampling=True, sampling_topp=0.9, no_repeat_ngram_size=3, unkpen=NO_UNK)
+    caption = ["a man is riding a bike down the street ."]
+    assert hub.reconstruct(caption) == hub.decode_latents(hub.encode(caption)[0], **DECODE_HIGH_RATE)

@@ -10,6 +10,9 @@ For every setting it runs the real commands and keeps their figures:
   ../shared/data/brown/test.genre --critic-path LM.pt``): the statistics of prior samples (hit
   the length cap, distinct-2, critic perplexity) and the probes of what z holds (genre accuracy
   from z and from the words, paraphrase recall@1, attribute shifts), kept in each setting's JSON;
+- with ``--fit-prior`` as well: ``svae-fit-prior`` on each VAE (a Gaussian mixture fitted to the
+  codes of its training sentences, written beside the setting's JSON) and the report's samples
+  from that prior beside N(0, I)'s, since at a high rate prior samples fall between the codes;
 - the training cost read from the JSON training logs: updates and wall time (for a two-stage
   setting both stages' logs are summed).
 
@@ -21,7 +24,8 @@ For every setting it runs the real commands and keeps their figures:
 
 writes ``frontier.json`` (every figure of every setting), ``frontier.md`` (the table) and
 ``frontier.png`` (IW-NLL against MI, one point per setting, the language model as a line) in
-``--out-dir``, and one JSON per setting beside them. Choose settings on ``valid``; report the
+``--out-dir`` (with ``--report`` also ``frontier-rate.png``: IW-NLL, reconstruction BLEU, the probes
+and the prior samples' critic perplexity, each against the KL), and one JSON per setting beside them. Choose settings on ``valid``; report the
 chosen ones on ``test``.
 
 A frontier grows one setting at a time: a setting whose JSON in ``--out-dir`` was scored with the
@@ -113,6 +117,7 @@ def protocol(args) -> dict:
     scored = {"split": args.split, "iw_samples": args.iw_samples, "first_sentences": args.first_sentences}
     if args.report:
         scored["report"] = args.report
+        scored["fit_prior"] = args.fit_prior
     return scored
 
 
@@ -121,9 +126,15 @@ def report_figures(args, checkpoint, json_path: Path) -> dict:
     and the probes (the whole report stays in its own JSON beside the setting's)."""
     report_path = json_path.with_suffix(".report.json")
     device = [] if args.gpu else ["--cpu"]
+    fitted_prior = []
+    if args.fit_prior:
+        prior_path = json_path.with_suffix(".prior.pt")
+        run([command_path("svae-fit-prior"), args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
+             *device, "--seed", "1", "--output", prior_path])
+        fitted_prior = ["--fitted-prior", prior_path]
     run([command_path("svae-report"), args.data_bin, "--user-dir", USER_DIR, "--path", checkpoint,
          "--gen-subset", args.split, *device, "--seed", "1", "--no-progress-bar", "--json", report_path,
-         *shlex.split(args.report)])
+         *fitted_prior, *shlex.split(args.report)])
     report = json.loads(report_path.read_text())
     kept = {"prior_samples": {key: report["prior_samples"].get(key) for key in PRIOR_FIGURES},
             "report_reconstruction_bleu": report["reconstructions"]["bleu"]}
@@ -182,6 +193,7 @@ def score(args, name, checkpoint, out: Path) -> dict:
 def probe_cells(f) -> list:
     """The report's columns of a row: prior samples and probes ("–" where not measured)."""
     prior, probes = f.get("prior_samples") or {}, f.get("probes") or {}
+    fitted = f.get("fitted_prior_samples") or {}
     labels, paraphrase = probes.get("labels") or {}, probes.get("paraphrase") or {}
 
     def share(value):
@@ -191,11 +203,11 @@ def probe_cells(f) -> list:
         return "–" if value is None else f"{value:.{digits}f}"
 
     return [share(prior.get("hit_length_cap")), number(prior.get("distinct_2")), number(prior.get("critic_ppl"), 0),
-            share(labels.get("accuracy_z")), share(labels.get("accuracy_bag_of_words")),
+            number(fitted.get("critic_ppl"), 0), share(labels.get("accuracy_z")), share(labels.get("accuracy_bag_of_words")),
             share(paraphrase.get("recall_at_1_z")), share(paraphrase.get("recall_at_1_tfidf"))]
 
 
-REPORT_COLUMNS = ["prior: cap", "prior: distinct-2", "prior: critic PPL", "label acc. z", "label acc. words",
+REPORT_COLUMNS = ["prior: cap", "prior: distinct-2", "prior: critic PPL", "fitted prior: critic PPL", "label acc. z", "label acc. words",
                   "recall@1 z", "recall@1 TF-IDF"]
 
 
@@ -246,6 +258,53 @@ def plot(rows, lm_nll, path: Path, title: str) -> None:
     figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
+def plot_rate(rows, lm_nll, path: Path, title: str) -> None:
+    """What a rate buys: each figure against the KL (nats a sentence), one point per VAE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vaes = sorted((r["figures"] for r in rows if r["figures"]["model"] == "sentence_vae"), key=lambda f: f["kl"])
+    kl = [f["kl"] for f in vaes]
+
+    def series(get):
+        return [get(f) for f in vaes]
+
+    def probe(f, group, key):
+        value = ((f.get("probes") or {}).get(group) or {}).get(key)
+        return None if value is None else 100 * value
+
+    panels = [
+        ("NLL per sentence, nats (IW bound)", [("VAE", series(lambda f: f["nll"]))],
+         [("lstm_lm", lm_nll)] if lm_nll is not None else []),
+        ("greedy reconstruction BLEU", [("from the posterior mean", series(lambda f: f.get("greedy_reconstruction_bleu")))], []),
+        ("probe, %", [("label accuracy, z", series(lambda f: probe(f, "labels", "accuracy_z"))),
+                      ("label accuracy, words", series(lambda f: probe(f, "labels", "accuracy_bag_of_words"))),
+                      ("paraphrase recall@1, z", series(lambda f: probe(f, "paraphrase", "recall_at_1_z"))),
+                      ("paraphrase recall@1, TF-IDF", series(lambda f: probe(f, "paraphrase", "recall_at_1_tfidf")))], []),
+        ("prior samples: critic perplexity", [
+            ("N(0, I)", series(lambda f: (f.get("prior_samples") or {}).get("critic_ppl"))),
+            ("fitted prior", series(lambda f: (f.get("fitted_prior_samples") or {}).get("critic_ppl")))], []),
+    ]
+    figure, grid = plt.subplots(2, 2, figsize=(10, 7))
+    for axes, (ylabel, lines, references) in zip(grid.flat, panels):
+        for label, values in lines:
+            points = [(x, y) for x, y in zip(kl, values) if y is not None]
+            if points:
+                axes.plot(*zip(*points), marker="o", label=label)
+        for label, value in references:
+            axes.axhline(value, linestyle="--", color="gray", label=label)
+        axes.set_xlabel("KL(q(z|x) || p(z)), nats a sentence")
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-bin", required=True)
@@ -258,6 +317,9 @@ def main():
     parser.add_argument("--report", default=None, metavar="OPTIONS",
                         help="also run svae-report on each VAE with these options (one quoted string, e.g. "
                              "\"--labels test.genre --critic-path lm/checkpoint_best.pt\")")
+    parser.add_argument("--fit-prior", action="store_true",
+                        help="with --report: fit a prior to each VAE's codes (svae-fit-prior) and report its "
+                             "samples beside N(0, I)'s")
     parser.add_argument("--gpu", action="store_true", help="score on the GPU (default: the CPU)")
     parser.add_argument("--rescore", action="store_true",
                         help="score every setting anew, even where --out-dir holds current figures")
@@ -282,6 +344,8 @@ def main():
     markdown = table(rows, lm_nll)
     (args.out_dir / "frontier.md").write_text(markdown + "\n")
     plot(rows, lm_nll, args.out_dir / "frontier.png", args.title)
+    if args.report:
+        plot_rate(rows, lm_nll, args.out_dir / "frontier-rate.png", args.title)
     print(markdown)
 
 

@@ -40,7 +40,7 @@ from fairseq_svae.cli.sentence_commands import (
     given_generation_options,
     quiet_logging,
 )
-from fairseq_svae.generation.decoding_defaults import DECODE_CODE, SAMPLE_PRIOR
+from fairseq_svae.generation.decoding_defaults import CODE, PRIOR
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError, exit_on_user_error
 from fairseq_svae.evaluation.inputs import LANGUAGE_MODEL, load_model, load_split
 from fairseq_svae.evaluation.report import write_json
@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
     # Each set is decoded as the hub decodes it for that use, with what the command line names on top.
     given = given_generation_options(parser, args, argv)
     hub.pinned_generation = frozenset()
-    decoding = {"prior": hub.decoding(SAMPLE_PRIOR, given), "codes": hub.decoding(DECODE_CODE, given)}
+    decoding = {"prior": hub.decoding(PRIOR, given), "codes": hub.decoding(CODE, given)}
     probes = None
     if probes_requested(args):
         # Built (label files read, options checked) before the long sample report runs.

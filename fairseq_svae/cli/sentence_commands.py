@@ -13,7 +13,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from fairseq_svae.cli.help import own_options_first
 from fairseq_svae.command_line import ignore_hydra_deprecations
-from fairseq_svae.generation.decoding_defaults import DECODE_CODE, with_defaults
+from fairseq_svae.generation.decoding_defaults import CODE, defaults_for, trained_rate, with_defaults
 from fairseq_svae.hub_interface import SentenceVAEHubInterface
 
 # fairseq's generation options and the task's one that belongs with them.
@@ -38,12 +38,24 @@ def generation_parser(prog: str, description: str, arguments: str = ""):
     return own_options_first(parser, main, usage)
 
 
-def apply_decoding_defaults(parser, args, argv=None, defaults=DECODE_CODE) -> None:
-    """Decode as the hub decodes a code (decoding_defaults) where the command line is silent; a
-    search named on the command line replaces the default search as a whole."""
+def apply_decoding_defaults(parser, args, argv=None, use=CODE) -> None:
+    """Decode as the hub decodes a code of this model (decoding_defaults) where the command line is
+    silent; a search named on the command line replaces the default search as a whole."""
     given = given_generation_options(parser, args, argv)
-    for name, value in with_defaults(defaults, given).items():
+    for name, value in with_defaults(defaults_for(use, checkpoint_rate(args.path)), given).items():
         setattr(args, name, value)
+
+
+def checkpoint_rate(path):
+    """The --target-kl ``path`` was trained with; None when it was not, or when the checkpoint
+    cannot be read here (the hub then refuses it in one line)."""
+    from fairseq_svae.checkpoint_io import load_checkpoint_state
+    from fairseq_svae.errors import UserError
+
+    try:
+        return trained_rate(load_checkpoint_state(path).get("cfg"))
+    except (OSError, UserError, RuntimeError, ValueError, TypeError):
+        return None
 
 
 def given_generation_options(parser, args, argv=None) -> dict:
