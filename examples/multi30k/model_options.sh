@@ -3,7 +3,7 @@
 #
 # All three models are fairseq's attention LSTM (one encoder and one decoder layer, attention,
 # input feeding) of one size: 256-d embeddings, 256 hidden units and a 256-d output, half of
-# fairseq `lstm`'s defaults, which suits 29,000 pairs and trains about 2.5 times faster on one CPU
+# fairseq `lstm`'s defaults, which suits 29,000 pairs and trains about twice as fast on one CPU
 # thread; dropout 0.3 instead of fairseq's 0.1 (so few pairs over-fit at 0.1). SIZE_OPTIONS=""
 # trains at fairseq lstm's own sizes (512) instead. The CVAE's defaults are fairseq lstm's, so it
 # gets the same size options, and adds its latent code.
