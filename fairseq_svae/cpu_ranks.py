@@ -41,7 +41,13 @@ from fairseq.distributed import utils as distributed_utils
 from omegaconf import open_dict
 
 from fairseq_svae import rank_watchdog
-from fairseq_svae.errors import USER_ERROR_EXIT_STATUS, OptionError, UserError, user_error_line
+from fairseq_svae.errors import (
+    USER_ERROR_EXIT_STATUS,
+    OptionError,
+    UserError,
+    report_user_errors_first,
+    user_error_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +165,19 @@ class _SpawnedRank:
             sys.exit(USER_ERROR_EXIT_STATUS)
 
 
+class _RankReportingUserErrors:
+    """A rank's ``main``, which fairseq's ``distributed_main`` runs once the process group exists:
+    from then on a user error that ends the rank prints the plugin's one line, not torch's copy of
+    it prefixed with ``[rankN]: `` (see :func:`fairseq_svae.errors.report_user_errors_first`)."""
+
+    def __init__(self, main):
+        self.main = main
+
+    def __call__(self, cfg, **kwargs):
+        report_user_errors_first()
+        return self.main(cfg, **kwargs)
+
+
 def _spawn_on_cpu(cfg, main, **kwargs) -> None:
     """fairseq's own spawn, with one process per rank instead of one per GPU."""
     training = cfg.distributed_training
@@ -192,6 +211,8 @@ def _call_main_on_cpu(original):
             # KeyboardInterrupt traceback, and cannot end a rank blocked inside a collective.
             with open_dict(training):
                 training.heartbeat_timeout = -1
+        if how in ("given", "torchrun"):  # a spawned rank prints its own (see _SpawnedRank)
+            main = _RankReportingUserErrors(main)
         if how == "spawn":
             _spawn_on_cpu(cfg, main, **kwargs)
         else:

@@ -11,7 +11,8 @@ traceback, exit status :data:`USER_ERROR_EXIT_STATUS`. The plugin's own commands
 of them (``--user-dir``) it installs :func:`report_user_errors` as ``sys.excepthook`` (see
 :mod:`fairseq_svae.command_line`; a script that imports the plugin keeps its own hook), which
 prints the same line for an uncaught user error, also one that fairseq re-raised as another
-exception (Python then exits with 1). Only an error that fairseq, the plugin or the libraries
+exception (Python then exits with 1), on every rank of a run on several processes too (see
+:func:`report_user_errors_first`). Only an error that fairseq, the plugin or the libraries
 between them raised while handling a user error counts as that user error: one raised by the
 user's own code (a handler of theirs, a module of theirs) is theirs, and keeps its traceback
 with the whole chain. ``SVAE_TRACEBACK=1`` shows the full traceback. Malformed command lines
@@ -21,7 +22,7 @@ are argparse's business, as in fairseq: usage and exit status 2.
 import importlib.util
 import os
 import sys
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Callable, Optional, Tuple
 
 # What Python itself returns after an uncaught exception, so fairseq's commands (whose
@@ -150,10 +151,32 @@ def exit_on_user_error(main: Callable[[], object], program: Optional[str] = None
         sys.exit(USER_ERROR_EXIT_STATUS)
 
 
+# Whether this process made report_user_errors its excepthook (a command's process).
+_reporting_installed = False
+
+
 def install_error_reporting() -> None:
     """``report_user_errors`` as ``sys.excepthook``: for commands (see fairseq_svae.command_line)."""
+    global _reporting_installed
     if sys.excepthook is sys.__excepthook__:  # leave a hook someone else installed alone
         sys.excepthook = report_user_errors
+        _reporting_installed = True
+
+
+def report_user_errors_first() -> None:
+    """Call once the process group of a run on several processes exists.
+
+    ``torch.distributed.init_process_group`` replaces ``sys.excepthook`` with a hook that runs the
+    previous one into a buffer and prints each of its lines prefixed with ``[rankN]: ``, which
+    would turn the plugin's one line into ``[rank0]: fairseq-train: error: ...``. Put
+    :func:`report_user_errors` back in front, with torch's hook as its fallback: a user error is
+    the same line on every rank as in one process, and any other error still reaches torch's
+    hook, whose prefix tells the ranks' tracebacks apart. Only where the plugin installed its
+    printer (see :func:`install_error_reporting`); idempotent."""
+    hook = sys.excepthook
+    in_front = hook is report_user_errors or getattr(hook, "func", None) is report_user_errors
+    if _reporting_installed and not in_front:
+        sys.excepthook = partial(report_user_errors, fallback=hook)
 
 
 def nth_sentence(index: int) -> str:

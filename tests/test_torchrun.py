@@ -223,3 +223,38 @@ def test_fairseq_spawn_on_cpu_trains_two_ranks_and_a_killed_one_stops_the_run_in
         rf"rank [01] stops rather than wait for it\. Start all 2 ranks again with the same commands): training "
         rf"resumes from checkpoint_last\.pt in --save-dir, losing at most one save interval\. "
         rf".*torchrun --max-restarts.*", lines[0]), lines[0]
+
+
+NON_FINITE_LINE = (r"fairseq-train: error: NonFiniteLossError: the loss or its gradients became NaN or infinite in "
+                   r"update \d+ \(.*")
+
+
+@pytest.mark.parametrize("launch", ["torchrun", "by hand"])
+def test_a_user_error_after_the_process_group_exists_is_the_plugins_line_on_every_rank(launch, data_bin, tmp_path):
+    # Plain SGD at 1e38: update 1's weights overflow, so update 2's gradients are NaN on every
+    # rank (they are all-reduced) and every rank raises NonFiniteLossError, after torch's
+    # init_process_group has wrapped sys.excepthook in its [rankN]: prefixer.
+    def command(*distributed):
+        return [BIN / "fairseq-train", *train_args(data_bin, tmp_path / "save", "--optimizer", "sgd", "--lr", "1e38",
+                                                   "--max-update", "5", *distributed)]
+
+    if launch == "torchrun":  # torchrun --standalone --nproc-per-node 2 $(which fairseq-train) ...
+        logs = [tmp_path / "torchrun.log"]
+        processes = [start([BIN / "torchrun", "--standalone", "--nproc-per-node", "2", *command()], logs[0])]
+    else:
+        port = free_port()
+        logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
+        processes = [start(command(*distributed_by_hand(rank, port)), logs[rank]) for rank in (0, 1)]
+    statuses = [end(process) for process in processes]
+    outputs = [log.read_text() for log in logs]
+    assert statuses == [1] * len(processes), "\n".join(output[-5000:] for output in outputs)
+
+    output = "\n".join(outputs)
+    assert "[rank" not in output, output[-5000:]
+    lines = error_lines(output)
+    # Each rank says it in the plugin's one line (a rank that learns of its peer's error first
+    # says that, in the same format); none in another format.
+    assert any(re.fullmatch(NON_FINITE_LINE, line) for line in lines), lines
+    assert 1 <= len(lines) <= 2 and all(
+        re.fullmatch(NON_FINITE_LINE, line) or line.startswith("fairseq-train: error: LostRankError: rank ")
+        for line in lines), lines
