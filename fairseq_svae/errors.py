@@ -122,7 +122,15 @@ def user_error_in(error: BaseException) -> Optional[UserError]:
 
 
 def program_name() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    """The command as the user knows it: ``python -m fairseq_cli.train`` (torchrun's form) runs
+    fairseq_cli/train.py, which is fairseq-train."""
+    if not (sys.argv and sys.argv[0]):
+        return "python"
+    path = os.path.normpath(sys.argv[0])
+    name = os.path.basename(path)
+    if os.path.basename(os.path.dirname(path)) == "fairseq_cli" and name.endswith(".py"):
+        return "fairseq-" + name[: -len(".py")].replace("_", "-")
+    return name
 
 
 def user_error_line(error: UserError, program: Optional[str] = None) -> str:

@@ -147,3 +147,15 @@ def test_every_error_meant_for_a_user_is_a_user_error():
                         IncompatibleCheckpointError, MissingCheckpointError, MissingDataError,
                         OptionError, SentenceInputError, TooFewSentencesError):
         assert issubclass(error_class, UserError)
+
+
+def test_the_program_is_named_as_the_user_knows_it(monkeypatch):
+    from fairseq_svae.errors import program_name
+
+    # torchrun's form, python -m fairseq_cli.train, runs fairseq_cli/train.py: that is fairseq-train.
+    for argv0, name in (("/env/lib/site-packages/fairseq_cli/train.py", "fairseq-train"),
+                        ("/env/lib/site-packages/fairseq_cli/eval_lm.py", "fairseq-eval-lm"),
+                        ("/env/bin/fairseq-generate", "fairseq-generate"), ("/env/bin/svae-eval", "svae-eval"),
+                        ("/home/me/train.py", "train.py")):
+        monkeypatch.setattr("sys.argv", [argv0])
+        assert program_name() == name
