@@ -180,6 +180,7 @@ def _teacher_forced_nll(checkpoint: str, data: str) -> float:
     return total / sentences
 
 
+@pytest.mark.skipif(not (MULTI30K / "train.en").exists(), reason="needs shared/data/multi30k")
 def test_harness_end_to_end_on_a_multi30k_slice(tmp_path):
     text = tmp_path / "text"
     text.mkdir()
