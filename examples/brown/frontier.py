@@ -258,6 +258,15 @@ def plot(rows, lm_nll, path: Path, title: str) -> None:
     figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
+def prior_panel(vaes, series):
+    """Prior samples' critic perplexity under both priors, or their distinct-2 without a critic."""
+    key, label = "critic_ppl", "prior samples: critic perplexity"
+    if all((f.get("prior_samples") or {}).get(key) is None for f in vaes):
+        key, label = "distinct_2", "prior samples: distinct-2"
+    return (label, [("N(0, I)", series(lambda f: (f.get("prior_samples") or {}).get(key))),
+                    ("fitted prior", series(lambda f: (f.get("fitted_prior_samples") or {}).get(key)))], [])
+
+
 def plot_rate(rows, lm_nll, path: Path, title: str) -> None:
     """What a rate buys: each figure against the KL (nats a sentence), one point per VAE."""
     import matplotlib
@@ -283,9 +292,7 @@ def plot_rate(rows, lm_nll, path: Path, title: str) -> None:
                       ("label accuracy, words", series(lambda f: probe(f, "labels", "accuracy_bag_of_words"))),
                       ("paraphrase recall@1, z", series(lambda f: probe(f, "paraphrase", "recall_at_1_z"))),
                       ("paraphrase recall@1, TF-IDF", series(lambda f: probe(f, "paraphrase", "recall_at_1_tfidf")))], []),
-        ("prior samples: critic perplexity", [
-            ("N(0, I)", series(lambda f: (f.get("prior_samples") or {}).get("critic_ppl"))),
-            ("fitted prior", series(lambda f: (f.get("fitted_prior_samples") or {}).get("critic_ppl")))], []),
+        prior_panel(vaes, series),
     ]
     figure, grid = plt.subplots(2, 2, figsize=(10, 7))
     for axes, (ylabel, lines, references) in zip(grid.flat, panels):
