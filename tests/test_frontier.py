@@ -17,7 +17,7 @@ def test_the_frontier_scores_each_setting_and_reads_its_training_cost(data_bin, 
         "--setting", f"small vae={save_dir / 'checkpoint_best.pt'}:{log}",
         "--setting", f"twice={save_dir / 'checkpoint_best.pt'}:{log}:{log}",
         "--report", "--prior-samples 20 --reconstructions 5 --homotopies 0 --imputations 0 "
-                    "--paraphrase-group-size 5 --probe-sentences 40",
+                    "--paraphrase-group-size 5 --probe-sentences 40", "--fit-prior",
     )
     summary = json.loads((out / "frontier.json").read_text())
     once, twice = summary["settings"]
@@ -38,6 +38,11 @@ def test_the_frontier_scores_each_setting_and_reads_its_training_cost(data_bin, 
     assert "recall@1 z" in table.splitlines()[0]
     assert "| small vae |" in table and "| twice |" in table and "small vae" in result.stdout
     assert (out / "frontier.png").stat().st_size > 0
+    # --fit-prior: a mixture fitted to each model's codes, and its samples beside N(0, I)'s.
+    assert (out / "small_vae.prior.pt").stat().st_size > 0
+    fitted = figures["fitted_prior_samples"]
+    assert 0 <= fitted["hit_length_cap"] <= 1 and 0 < fitted["distinct_2"] <= 1
+    assert (out / "frontier-rate.png").stat().st_size > 0
 
 
 def test_a_frontier_grows_reading_back_what_it_scored_before(data_bin, trained_model, tmp_path):
