@@ -83,3 +83,10 @@ def test_the_captions_model_samples_and_reconstructs_greedily_unless_told_otherw
         4, seed=2, sampling=True, sampling_topp=0.9, no_repeat_ngram_size=3, unkpen=NO_UNK)
     caption = ["a man is riding a bike down the street ."]
     assert hub.reconstruct(caption) == hub.decode_latents(hub.encode(caption)[0], **DECODE_HIGH_RATE)
+
+    # svae-interpolate reads the rate from the checkpoint too: the hub's greedy path, printed.
+    first, second = caption[0], "two dogs run on the beach ."
+    printed = run_command("svae-interpolate", REPO / "examples" / "captions" / "pretrained", "--path",
+                          REPO / "examples" / "captions" / "pretrained" / "model.pt", "--cpu", "--steps", "4",
+                          first, second).stdout.splitlines()
+    assert printed == hub.interpolate(first, second, steps=4, **DECODE_HIGH_RATE)
