@@ -53,6 +53,7 @@ from fairseq_svae.errors import (
     UserError,
     user_error_in,
 )
+from fairseq_svae.patching import wrap_once
 from fairseq_svae.preprocess_hints import rebinarize_command
 
 # --- --save-dir --------------------------------------------------------------------------------
@@ -493,14 +494,7 @@ MARK = "__svae_startup_check__"
 
 
 def _wrap(owner, name: str, wrapper) -> None:
-    """Replace ``owner.name`` by ``wrapper(owner.name)`` unless already done (fairseq's own
-    decorators set ``__wrapped__``, hence a mark of our own)."""
-    original = getattr(owner, name)
-    if getattr(original, MARK, False):
-        return
-    wrapped = wrapper(original)
-    setattr(wrapped, MARK, True)
-    setattr(owner, name, wrapped)
+    wrap_once(owner, name, wrapper, MARK)
 
 
 def install() -> None:

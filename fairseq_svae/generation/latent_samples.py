@@ -35,6 +35,7 @@ from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
 from fairseq_svae.generation.latent_draws import posterior_latents
 from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN, is_conditional_vae
 from fairseq_svae.models.sentence_vae_encoder import LATENT
+from fairseq_svae.patching import wrap_once
 
 OPTION = "--latent-samples"
 # Keys of the generation options (the hub's per-call choice) and of the model's options.
@@ -172,12 +173,7 @@ MARK = "__svae_latent_samples__"
 
 
 def _wrap(owner, name: str, wrapper) -> None:
-    original = getattr(owner, name)
-    if getattr(original, MARK, False):
-        return
-    wrapped = wrapper(original)
-    setattr(wrapped, MARK, True)
-    setattr(owner, name, wrapped)
+    wrap_once(owner, name, wrapper, MARK)
 
 
 def install() -> None:
