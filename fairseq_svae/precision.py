@@ -1,7 +1,7 @@
-"""bfloat16 on CPUs: the plugin's own switch, because fairseq's ``--bf16`` without CUDA means a TPU.
+"""bfloat16 training and scoring: the plugin's own switch, because fairseq 0.12's ``--bf16`` means a TPU.
 
-The one home of how the plugin computes in bf16 (training through the task's ``--cpu-bf16``,
-``svae-eval --bf16``):
+The one home of how the plugin computes in bf16 (training through the task's ``--bf16-autocast``,
+``svae-eval --bf16``), on a CPU or a GPU:
 
 - The large matrix products (the vocabulary projection and any projection before it) run under
   ``torch.autocast("cpu", dtype=torch.bfloat16)``; their backward passes follow in bf16.
@@ -13,6 +13,8 @@ The one home of how the plugin computes in bf16 (training through the task's ``-
   create a primitive descriptor"), so keeping the LSTMs in fp32 gives the same numbers and the
   same code path on every CPU; they are under a fifth of the matrix work of a training step.
   The posterior head stays fp32 because the log-variance and the mean set the KL.
+  On a GPU only the CPU-specific part falls away: cuDNN runs the LSTMs in bf16 under torch's
+  CUDA autocast, and the KL, log-variance and cross entropy stay fp32 as on a CPU.
 
 bf16 pays only on CPUs that multiply bf16 natively (AVX512-BF16 or AMX). Elsewhere torch
 emulates it, about ten times slower than fp32, so the plugin says so when the option is used.
@@ -36,13 +38,15 @@ def native_bf16_cpu() -> bool:
         return False
 
 
-def cpu_bf16_autocast(enabled: bool = True):
-    """The context in which the model's forward (and so its backward) runs in bf16 on a CPU."""
-    return torch.autocast("cpu", dtype=BF16, enabled=enabled)
+def bf16_autocast(device_type: str = "cpu", enabled: bool = True):
+    """The context in which the model's forward (and so its backward) runs in bf16 on
+    ``device_type`` ("cpu" or "cuda")."""
+    return torch.autocast(device_type, dtype=BF16, enabled=enabled)
 
 
 def full_precision():
-    """A region that runs in fp32 even inside :func:`cpu_bf16_autocast` (a no-op outside it)."""
+    """A region that runs in fp32 even inside a CPU :func:`bf16_autocast` (a no-op outside it,
+    and on a GPU, where cuDNN's bf16 LSTM is fine)."""
     if torch.is_autocast_enabled("cpu"):
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()

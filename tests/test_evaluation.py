@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import PackedSequence
 from fairseq_svae import sentence_scorer
 from fairseq_svae.criterions.annealed_elbo import AnnealedELBOCriterion
 from fairseq_svae.models.sentence_vae_encoder import LATENT
-from fairseq_svae.precision import cpu_bf16_autocast
+from fairseq_svae.precision import bf16_autocast
 from fairseq_svae.sentence_scorer import LanguageModelScorer, SentenceVAEScorer
 from fairseq_svae.tasks.sentence_vae import SentenceVAETask, SentenceVAETaskConfig
 from model_helpers import WORDS, build_small_model, encode_sentences, small_dictionary
@@ -206,7 +206,7 @@ def test_bf16_autocast_puts_only_the_vocabulary_projection_in_bf16():
         "vocabulary projection": model.decoder.output_projection,
     })
     bf16_scorer = SentenceVAEScorer(model, iw_samples=4, seed=7, max_logit_rows=64,
-                                    precision=cpu_bf16_autocast)
+                                    precision=bf16_autocast)
     bf16 = bf16_scorer.score(sample)
     for handle in handles:
         handle.remove()
@@ -227,7 +227,7 @@ def test_language_model_scorer_takes_the_precision_context():
 
     def precision():
         entered.append(True)
-        return cpu_bf16_autocast()
+        return bf16_autocast()
 
     bf16 = LanguageModelScorer(lm, lm.decoder.dictionary.pad(), max_logit_rows=5,
                                precision=precision).score(sample)

@@ -1,4 +1,4 @@
-"""bf16 training on CPUs (--cpu-bf16) and the fused Adam optimizer (--optimizer fused_adam)."""
+"""bf16 training (--bf16-autocast, here on a CPU) and the fused Adam optimizer (--optimizer fused_adam)."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from fairseq_svae.errors import USER_ERROR_EXIT_STATUS, OptionError
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.optim.fused_adam import FusedAdam, parse_betas
-from fairseq_svae.precision import cpu_bf16_autocast, full_precision
+from fairseq_svae.precision import bf16_autocast, full_precision
 from fairseq_svae.token_nll import token_nll
 
 from conftest import json_log_records, run_command, train_args
@@ -81,7 +81,7 @@ def test_under_cpu_bf16_only_the_vocabulary_projection_runs_in_bf16():
     model = build_small_model().train()
     vocabulary = len(model.decoder.dictionary)
     tokens = torch.randint(4, vocabulary, (3, 6))
-    with cpu_bf16_autocast():
+    with bf16_autocast():
         features, extra = model(tokens, torch.tensor([6, 6, 6]), tokens, features_only=True)
         logits = model.decoder.output_layer(features.reshape(-1, features.size(-1)))
         with full_precision():
@@ -96,15 +96,18 @@ def test_under_cpu_bf16_only_the_vocabulary_projection_runs_in_bf16():
     assert model.decoder.output_projection.weight.grad.abs().sum() > 0
 
 
-def test_cpu_bf16_trains_like_fp32(data_bin, tmp_path):
+def test_bf16_autocast_trains_like_fp32_and_its_earlier_name_means_the_same(data_bin, tmp_path):
     logs = {}
-    for name, extra in (("fp32", ()), ("bf16", ("--cpu-bf16",))):
+    for name, extra in (("fp32", ()), ("bf16", ("--bf16-autocast",)), ("cpu-bf16", ("--cpu-bf16",))):
         result = run_command("fairseq-train", *train_args(
             data_bin, tmp_path / name, "--max-update", "12", "--max-epoch", "1", "--no-save",
             "--log-interval", "4", "--kl-schedule", "constant", *extra))
         logs[name] = result.stdout + result.stderr
-    fp32, bf16 = (json_log_records(logs[name], "train_inner") for name in ("fp32", "bf16"))
+    fp32, bf16, cpu_bf16 = (json_log_records(logs[name], "train_inner") for name in ("fp32", "bf16", "cpu-bf16"))
     assert len(fp32) == len(bf16) == 3
+    # The same option under two names: the same arithmetic, so the same losses (fp32's differ
+    # from bf16's by far more than this tolerance).
+    assert [float(r["loss"]) for r in cpu_bf16] == pytest.approx([float(r["loss"]) for r in bf16], rel=1e-4)
     for a, b in zip(fp32, bf16):
         # The same batches from the same start: bf16 rounds the logits to 3 significant digits,
         # which moves a per-sentence loss of ~100 nats by far less than 2%.
@@ -119,12 +122,12 @@ def test_fairseqs_own_bf16_on_a_cpu_stops_with_one_line_naming_the_plugins_optio
                          check=False)
     assert result.returncode == USER_ERROR_EXIT_STATUS
     error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(error_lines) == 1 and "--cpu-bf16" in error_lines[0], result.stderr[-2000:]
+    assert len(error_lines) == 1 and "--bf16-autocast" in error_lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
 
 
-def test_cpu_bf16_with_fp16_is_refused(data_bin, tmp_path):
+def test_bf16_autocast_with_fp16_is_refused(data_bin, tmp_path):
     result = run_command("fairseq-train", *train_args(
-        data_bin, tmp_path / "x", "--cpu-bf16", "--fp16", "--max-update", "1"), check=False)
+        data_bin, tmp_path / "x", "--bf16-autocast", "--fp16", "--max-update", "1"), check=False)
     assert result.returncode == USER_ERROR_EXIT_STATUS
-    assert "--cpu-bf16 cannot be combined with --fp16" in result.stderr
+    assert "--bf16-autocast cannot be combined with --fp16" in result.stderr

@@ -19,7 +19,7 @@ from fairseq_svae.evaluation.time_estimate import (
     matmul_rate,
     shuffled_order,
 )
-from fairseq_svae.precision import BF16, cpu_bf16_autocast, warn_unless_native_bf16
+from fairseq_svae.precision import bf16_autocast, warn_unless_native_bf16
 from fairseq_svae.sentence_scorer import LanguageModelScorer, SentenceVAEScorer
 
 logger = logging.getLogger("fairseq_svae.evaluation")
@@ -48,8 +48,7 @@ def scoring_precision(args, model, device: torch.device):
         return "fp32", contextlib.nullcontext
     if device.type == "cpu":
         warn_unless_native_bf16("--bf16")
-        return "bf16", cpu_bf16_autocast
-    return "bf16", functools.partial(torch.autocast, device.type, dtype=BF16)
+    return "bf16", functools.partial(bf16_autocast, device.type)
 
 
 def evaluate(args) -> dict:

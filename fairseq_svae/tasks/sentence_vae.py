@@ -34,7 +34,7 @@ from fairseq_svae.generation.latent_sequence_generator import (
     FROM_PRIOR,
 )
 
-from fairseq_svae.precision import cpu_bf16_autocast, warn_unless_native_bf16
+from fairseq_svae.precision import bf16_autocast, warn_unless_native_bf16
 from fairseq_svae.preprocess_hints import (
     against_dictionary_command,
     missing_split_message,
@@ -106,15 +106,18 @@ class SentenceVAETaskConfig(FairseqDataclass):
                           "numbers (seeded by --seed), so a code always decodes to the same sentence "
                           "whatever the batch, and nearby codes to similar ones (homotopies)"},
     )
-    # Training precision. fairseq's --bf16 without CUDA is its TPU mode (it crashes on a CPU),
-    # hence the plugin's own option; see fairseq_svae.precision for what runs in which dtype.
-    cpu_bf16: bool = field(
+    # Training precision. fairseq 0.12's --bf16 is its TPU mode (it crashes on a CPU and on a
+    # GPU), hence the plugin's own option; see fairseq_svae.precision for what runs in which dtype.
+    bf16_autocast: bool = field(
         default=False,
-        metadata={"help": "train and validate on a CPU in bfloat16: the vocabulary projection "
-                          "under torch.autocast, the LSTMs, the KL, the softmax cross entropy, "
-                          "master weights and optimizer state in fp32; pays only on CPUs with "
-                          "AVX512-BF16 or AMX (on a GPU use --fp16 or --amp)"},
+        metadata={"help": "train and validate in bfloat16 under torch.autocast, on a CPU or a GPU: "
+                          "the KL, the softmax cross entropy, master weights and optimizer state "
+                          "stay fp32 (on a CPU the LSTMs too), and no loss scaling is needed, unlike "
+                          "--fp16; on a CPU it pays only with AVX512-BF16 or AMX"},
     )
+    # The option's first name, from when it ran on CPUs only: saved configs and older command
+    # lines still hold it, and it means the same.
+    cpu_bf16: bool = field(default=False, metadata={"help": "the same as --bf16-autocast (its earlier name)"})
     # He et al. 2019's aggressive encoder updates; see fairseq_svae.tasks.aggressive_encoder.
     aggressive_encoder_updates: bool = field(
         default=False,
@@ -324,16 +327,14 @@ class SentenceVAETask(FairseqTask):
             metrics.log_scalar("encoder_steps", encoder_steps, round=1)
 
     def precision(self, model):
-        """The autocast context of a training or validation step (a no-op without --cpu-bf16)."""
-        if self.cfg.cpu_bf16 and not self._bf16_checked:
-            if next(model.parameters()).is_cuda:
-                raise OptionError(
-                    "--cpu-bf16 is bfloat16 for CPU training, and this model is on a GPU: "
-                    "pass --fp16 or --amp instead (or --cpu to train on the CPU)"
-                )
-            warn_unless_native_bf16("--cpu-bf16")
+        """The autocast context of a training or validation step (a no-op without --bf16-autocast)."""
+        enabled = wants_bf16_autocast(self.cfg)
+        device_type = next(model.parameters()).device.type
+        if enabled and not self._bf16_checked:
+            if device_type == "cpu":
+                warn_unless_native_bf16("--bf16-autocast")
             self._bf16_checked = True
-        return cpu_bf16_autocast(enabled=self.cfg.cpu_bf16)
+        return bf16_autocast(device_type, enabled=enabled)
 
     def build_model(self, cfg, from_checkpoint=False):
         # Checked before building: another task's model may not even build with this task's
@@ -424,8 +425,13 @@ def check_precision_options(cfg: SentenceVAETaskConfig) -> None:
     bf16, fp16 = cfg.bf16 is True, cfg.fp16 is True
     if bf16 and importlib.util.find_spec("torch_xla") is None:
         raise OptionError(
-            "fairseq's --bf16 means a TPU run (it needs torch_xla); for bfloat16 on a CPU drop "
-            "--bf16 and pass the plugin's --cpu-bf16, on a GPU pass --fp16 or --amp"
+            "fairseq's --bf16 means a TPU run (it needs torch_xla); for bfloat16 on a CPU or a GPU "
+            "drop --bf16 and pass the plugin's --bf16-autocast"
         )
-    if cfg.cpu_bf16 and fp16:
-        raise OptionError("--cpu-bf16 cannot be combined with --fp16: keep one")
+    if wants_bf16_autocast(cfg) and fp16:
+        raise OptionError("--bf16-autocast cannot be combined with --fp16: keep one")
+
+
+def wants_bf16_autocast(cfg: SentenceVAETaskConfig) -> bool:
+    """--bf16-autocast, or its earlier name --cpu-bf16."""
+    return bool(cfg.bf16_autocast or cfg.cpu_bf16)
