@@ -8,19 +8,19 @@ The one home of how the plugin computes in bf16 (training through the task's ``-
 - Master weights, optimizer state, gradients of the weights, the softmax cross entropy
   (:mod:`fairseq_svae.token_nll`), the KL and every Gaussian formula stay in fp32
   (:mod:`fairseq_svae.gaussian` casts its inputs).
-- The LSTMs and the small projections to and from z run in fp32 (:func:`full_precision`).
-  oneDNN's bf16 LSTM cannot even be created on a CPU without bf16 instructions ("could not
-  create a primitive descriptor"), so keeping the LSTMs in fp32 gives the same numbers and the
-  same code path on every CPU; they are under a fifth of the matrix work of a training step.
-  The posterior head stays fp32 because the log-variance and the mean set the KL.
-  On a GPU only the CPU-specific part falls away: cuDNN runs the LSTMs in bf16 under torch's
-  CUDA autocast, and the KL, log-variance and cross entropy stay fp32 as on a CPU.
+- The small projections to and from z run in fp32 (:func:`full_precision`): the posterior
+  head's mean and log-variance set the KL.
+- The LSTMs (:func:`recurrent_precision`) run in bf16 where the hardware has a bf16 LSTM: on CPUs
+  with AVX512-BF16 or AMX (oneDNN's, about 1.6x its fp32 speed there; the LSTMs are a fifth of
+  the matrix work of a training step) and on GPUs (cuDNN's). On other CPUs they stay fp32:
+  oneDNN cannot even create a bf16 LSTM there ("could not create a primitive descriptor").
 
 bf16 pays only on CPUs that multiply bf16 natively (AVX512-BF16 or AMX). Elsewhere torch
 emulates it, about ten times slower than fp32, so the plugin says so when the option is used.
 """
 
 import contextlib
+import functools
 import logging
 
 import torch
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 BF16 = torch.bfloat16
 
 
+@functools.lru_cache(maxsize=None)
 def native_bf16_cpu() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (oneDNN's own check)."""
     try:
@@ -45,9 +46,18 @@ def bf16_autocast(device_type: str = "cpu", enabled: bool = True):
 
 
 def full_precision():
-    """A region that runs in fp32 even inside a CPU :func:`bf16_autocast` (a no-op outside it,
-    and on a GPU, where cuDNN's bf16 LSTM is fine)."""
-    if torch.is_autocast_enabled("cpu"):
+    """A region that runs in fp32 even inside :func:`bf16_autocast` (a no-op outside it)."""
+    for device_type in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device_type):
+            return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def recurrent_precision():
+    """The region of an LSTM call: fp32 inside a CPU :func:`bf16_autocast` on a CPU without
+    native bf16, where oneDNN has no bf16 LSTM; elsewhere the autocast in force (bf16 under
+    --bf16-autocast on CPUs with AVX512-BF16 or AMX, and on GPUs)."""
+    if torch.is_autocast_enabled("cpu") and not native_bf16_cpu():
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()
 

@@ -16,6 +16,7 @@ own parameters); for fp32 the share of this machine's fp32 matmul rate that the 
     python scripts/benchmark_train.py                      # ~20 minutes on a quiet machine
     python scripts/benchmark_train.py --updates 200 --data-bin runs/benchmark/data-bin
     python scripts/benchmark_train.py --parallel --compare-updates 2000   # a machine with >= 12 idle cores
+    python scripts/benchmark_train.py --updates 0 --compare-updates 2000  # only the bf16-vs-fp32 check
 
 ``--parallel`` trains the rows at the same time, each pinned to a core of its own (for a machine
 with idle cores to spare; the rows then share memory bandwidth, which lowers them a little alike).
@@ -212,40 +213,9 @@ def print_comparison(runs: dict) -> None:
           f"--bf16-autocast {losses['bf16']:.3f} ({difference:+.2%})")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-bin", type=Path, default=REPO / "runs" / "benchmark" / "data-bin",
-                        help="Brown binarized with the brown-bench dictionary (created if missing)")
-    parser.add_argument("--updates", type=int, default=400, help="updates per model")
-    parser.add_argument("--emulated-bf16-updates", type=int, default=60,
-                        help="updates of the bf16 row on a CPU without native bf16")
-    parser.add_argument("--log-interval", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--parallel", action="store_true",
-                        help="train the rows at the same time, each on a core of its own")
-    parser.add_argument("--compare-updates", type=int, default=0, metavar="N",
-                        help="also train fp32 and --bf16-autocast N updates and compare their validation losses")
-    options = parser.parse_args()
-
-    from fairseq_svae.precision import native_bf16_cpu
-
-    data_bin = prepare_data_bin(options.data_bin)
-    vocabulary = sum(1 for _ in open(data_bin / "dict.txt", encoding="utf-8")) + 4  # + fairseq's specials
-    lstm_lm, vae = command_lines(data_bin, options.batch_size, ["--cpu", "--no-save", "--disable-validation"])
-    native = native_bf16_cpu()
-    bf16_updates = options.updates if native else options.emulated_bf16_updates
-    rows = [  # name, command line, updates
-        ("lstm_lm, adam", lstm_lm + ["--optimizer", "adam"], options.updates),
-        ("VAE, adam", vae + ["--optimizer", "adam"], options.updates),
-        ("VAE, fused_adam", vae + ["--optimizer", "fused_adam"], options.updates),
-        ("VAE, fused_adam, --bf16-autocast", vae + ["--optimizer", "fused_adam", "--bf16-autocast"], bf16_updates),
-    ]
-    cores = sorted(os.sched_getaffinity(0))
-    if options.parallel and len(cores) < len(rows):
-        sys.exit(f"--parallel needs {len(rows)} cores, and this process may use {len(cores)}")
-    comparison = None
-    if options.compare_updates and options.parallel:  # on cores of its own, beside the rows
-        comparison = start_comparison(vae, options.compare_updates, cores[len(rows):len(rows) + 8])
+def measure_rows(options, rows: list, cores: list, data_bin: Path, vocabulary: int, native: bool) -> None:
+    """Train each row, then print its tokens/s, ratio to lstm_lm and optimizer time, and the
+    fp32 VAE's share of this machine's matmul rate."""
     results, started = {}, []
     for index, (name, args, updates) in enumerate(rows):
         interval = min(options.log_interval, max(1, updates // 4))
@@ -280,6 +250,47 @@ def main():
     print(f"  fp32 with fused_adam: {achieved:.1f} GFLOP/s = {achieved / square_rate:.0%} of the fp32 matmul rate "
           f"({square_rate:.1f} GFLOP/s at 1024^3), {achieved / softmax_rate:.0%} of the output-softmax shape "
           f"rate ({softmax_rate:.1f} GFLOP/s at 736 x {HIDDEN_SIZE} x {vocabulary})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-bin", type=Path, default=REPO / "runs" / "benchmark" / "data-bin",
+                        help="Brown binarized with the brown-bench dictionary (created if missing)")
+    parser.add_argument("--updates", type=int, default=400,
+                        help="updates per row (0: no rows, only the --compare-updates runs)")
+    parser.add_argument("--emulated-bf16-updates", type=int, default=60,
+                        help="updates of the bf16 row on a CPU without native bf16")
+    parser.add_argument("--log-interval", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the rows at the same time, each on a core of its own")
+    parser.add_argument("--compare-updates", type=int, default=0, metavar="N",
+                        help="also train fp32 and --bf16-autocast N updates and compare their validation losses")
+    options = parser.parse_args()
+
+    from fairseq_svae.precision import native_bf16_cpu
+
+    data_bin = prepare_data_bin(options.data_bin)
+    vocabulary = sum(1 for _ in open(data_bin / "dict.txt", encoding="utf-8")) + 4  # + fairseq's specials
+    lstm_lm, vae = command_lines(data_bin, options.batch_size, ["--cpu", "--no-save", "--disable-validation"])
+    native = native_bf16_cpu()
+    bf16_updates = options.updates if native else options.emulated_bf16_updates
+    rows = [  # name, command line, updates
+        ("lstm_lm, adam", lstm_lm + ["--optimizer", "adam"], options.updates),
+        ("VAE, adam", vae + ["--optimizer", "adam"], options.updates),
+        ("VAE, fused_adam", vae + ["--optimizer", "fused_adam"], options.updates),
+        ("VAE, fused_adam, --bf16-autocast", vae + ["--optimizer", "fused_adam", "--bf16-autocast"], bf16_updates),
+    ]
+    cores = sorted(os.sched_getaffinity(0))
+    if options.parallel and len(cores) < len(rows):
+        sys.exit(f"--parallel needs {len(rows)} cores, and this process may use {len(cores)}")
+    comparison = None
+    if options.compare_updates and (options.parallel or not options.updates):
+        # Beside the rows, on cores of its own (or alone, with --updates 0).
+        comparison = start_comparison(vae, options.compare_updates,
+                                      cores[len(rows):len(rows) + 8] if options.parallel else cores[:8])
+    if options.updates:
+        measure_rows(options, rows, cores, data_bin, vocabulary, native)
     if options.compare_updates:
         if comparison is None:  # after the timed figures, not beside them
             comparison = start_comparison(vae, options.compare_updates, cores[:8])

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from fairseq_svae.errors import USER_ERROR_EXIT_STATUS, OptionError
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.optim.fused_adam import FusedAdam, parse_betas
-from fairseq_svae.precision import bf16_autocast, full_precision
+from fairseq_svae.precision import bf16_autocast, full_precision, native_bf16_cpu
 from fairseq_svae.token_nll import token_nll
 
 from conftest import json_log_records, run_command, train_args
@@ -77,7 +77,7 @@ def test_a_fused_adam_run_resumes_exactly(data_bin, tmp_path):
 # --- bf16 on a CPU -------------------------------------------------------------------------
 
 
-def test_under_cpu_bf16_only_the_vocabulary_projection_runs_in_bf16():
+def test_under_bf16_autocast_the_posterior_and_the_loss_stay_fp32_and_the_lstms_follow_the_cpu():
     model = build_small_model().train()
     vocabulary = len(model.decoder.dictionary)
     tokens = torch.randint(4, vocabulary, (3, 6))
@@ -85,15 +85,40 @@ def test_under_cpu_bf16_only_the_vocabulary_projection_runs_in_bf16():
         features, extra = model(tokens, torch.tensor([6, 6, 6]), tokens, features_only=True)
         logits = model.decoder.output_layer(features.reshape(-1, features.size(-1)))
         with full_precision():
-            assert model.decoder.output_layer(features[:1, 0]).dtype == torch.float32
+            assert model.decoder.output_layer(features[:1, 0].float()).dtype == torch.float32
     assert logits.dtype == torch.bfloat16
-    # The LSTM's features, the posterior and the loss stay fp32.
-    assert features.dtype == extra[POSTERIOR_MEAN].dtype == extra[POSTERIOR_LOGVAR].dtype == torch.float32
+    # The decoder LSTM's features are bf16 where oneDNN has a bf16 LSTM (a CPU with native bf16),
+    # fp32 elsewhere; the posterior and the loss are fp32 on every CPU.
+    assert features.dtype == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
+    assert extra[POSTERIOR_MEAN].dtype == extra[POSTERIOR_LOGVAR].dtype == torch.float32
     loss = token_nll(logits, tokens.reshape(-1)).sum()
     assert loss.dtype == torch.float32
     loss.backward()
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
     assert model.decoder.output_projection.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_one_direction_encoder_reads_padded_batches_as_a_packed_lstm_does(layers):
+    # The encoder runs a one-direction LSTM unpacked and reads each sentence's output at its last
+    # word: that must be the final hidden state a packed run gives, whatever the padding after it.
+    model = build_small_model(encoder_layers=layers).eval()
+    encoder = model.encoder
+    lengths = torch.tensor([7, 3, 5, 1])
+    tokens = torch.randint(4, len(model.decoder.dictionary), (4, 7))
+    for row, length in enumerate(lengths):
+        tokens[row, length:] = model.decoder.dictionary.pad()
+    mean, logvar = encoder.posterior(tokens, lengths)
+    embedded = encoder.embed_tokens(tokens.t())
+    packed = torch.nn.utils.rnn.pack_padded_sequence(embedded, lengths, enforce_sorted=False)
+    _, (final_hidden, _) = encoder.lstm(packed)
+    expected_mean, _ = encoder.to_posterior(final_hidden[-1]).chunk(2, dim=-1)
+    if encoder.mean_norm is not None:
+        expected_mean = encoder.mean_norm(expected_mean)
+    torch.testing.assert_close(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    # Padding changes nothing: the same sentences padded wider give the same codes.
+    wider = torch.cat([tokens, torch.full((4, 3), model.decoder.dictionary.pad())], dim=1)
+    torch.testing.assert_close(encoder.posterior(wider, lengths)[0], mean, rtol=1e-5, atol=1e-6)
 
 
 def test_bf16_autocast_trains_like_fp32_and_its_earlier_name_means_the_same(data_bin, tmp_path):

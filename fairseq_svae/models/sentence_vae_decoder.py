@@ -10,7 +10,7 @@ from torch import Tensor
 from fairseq_svae.errors import OptionError
 from fairseq_svae.models.dropout import Dropout
 from fairseq_svae.models.sentence_vae_encoder import LATENT
-from fairseq_svae.precision import full_precision
+from fairseq_svae.precision import full_precision, recurrent_precision
 
 
 def word_dropout(tokens: Tensor, probability: float, unk: int, keep: Tensor) -> Tensor:
@@ -107,7 +107,7 @@ class SentenceVAEDecoder(FairseqIncrementalDecoder):
         if self.feed_latent:
             steps = x.size(0)
             x = torch.cat([x, latent.to(x.dtype).unsqueeze(0).expand(steps, -1, -1)], dim=-1)
-        with full_precision():  # the LSTM stays fp32 under --cpu-bf16 (fairseq_svae.precision)
+        with recurrent_precision():  # bf16 where the hardware has a bf16 LSTM (fairseq_svae.precision)
             x, (hidden, cell) = self.lstm(x, state)
 
         if incremental_state is not None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fairseq_svae.gaussian import clamp_logvar, reparameterize
 from fairseq_svae.models.dropout import Dropout
-from fairseq_svae.precision import full_precision
+from fairseq_svae.precision import full_precision, recurrent_precision
 
 # Keys of the encoder output. Every value is a (batch, latent_dim) tensor or None, which keeps
 # ``reorder_encoder_out`` a single loop. LATENT, the z the decoder is conditioned on, is also
@@ -52,17 +52,22 @@ class SentenceVAEEncoder(FairseqEncoder):
     def posterior(self, src_tokens: Tensor, src_lengths: Tensor):
         """Mean and (clamped, fp32) log-variance of q(z|x) for right-padded ``src_tokens``."""
         embedded = self.dropout_module(self.embed_tokens(src_tokens.t()))  # T x B x C
-        packed = nn.utils.rnn.pack_padded_sequence(
-            embedded, src_lengths.cpu(), enforce_sorted=False
-        )
-        # fp32 even under --cpu-bf16: the LSTM (see fairseq_svae.precision) and the head
-        # whose mean and log-variance set the KL.
+        with recurrent_precision():  # bf16 where the hardware has a bf16 LSTM (fairseq_svae.precision)
+            if self.num_directions == 1:
+                # One direction: the top layer's output at a sentence's last word is its final
+                # hidden state, and the padding after it cannot change it, so the LSTM runs
+                # unpacked: one oneDNN call, which runs in bf16 under --bf16-autocast (torch
+                # runs a packed sequence in fp32 whatever the autocast) and is faster in fp32 too.
+                outputs, _ = self.lstm(embedded)
+                summary = outputs[src_lengths - 1, torch.arange(outputs.size(1), device=outputs.device)]
+            else:
+                packed = nn.utils.rnn.pack_padded_sequence(embedded, src_lengths.cpu(), enforce_sorted=False)
+                _, (final_hidden, _) = self.lstm(packed)
+                # final_hidden: (layers * directions) x B x H; keep the last layer, all directions.
+                summary = torch.cat(list(final_hidden[-self.num_directions:]), dim=-1)
+        # fp32 even under --bf16-autocast: the head whose mean and log-variance set the KL.
         with full_precision():
-            _, (final_hidden, _) = self.lstm(packed)
-            # final_hidden: (layers * directions) x B x H; keep the last layer, all directions.
-            last_layer = final_hidden[-self.num_directions:]
-            summary = torch.cat(list(last_layer), dim=-1)
-            summary = self.dropout_module(summary)
+            summary = self.dropout_module(summary.float())
             mean, logvar = self.to_posterior(summary).chunk(2, dim=-1)
             if self.mean_norm is not None:
                 mean = self.mean_norm(mean.float())
