@@ -30,7 +30,7 @@ SHORT_CAPTION_WORDS = 12
 # Attribute vectors: the mean code of training captions with the target word and without the
 # source word, minus the reverse (at most this many of each), added alpha times: for each pair
 # the alpha where svae-report's judge finds the target word most often (results/report*.txt).
-ATTRIBUTES = (("woman", "man", 1.0), ("blue", "red", 2.0))
+ATTRIBUTES = (("woman", "man", 1.0), ("blue", "red", 1.5))
 ATTRIBUTE_CAPTIONS = 2000
 SHIFTED = 3
 
