@@ -56,6 +56,7 @@ from fairseq_svae.kl_control import (
     KLSchedule,
     free_bits_kl,
 )
+from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL
 from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
 from fairseq_svae.models.sentence_vae_encoder import POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
@@ -170,6 +171,11 @@ class AnnealedELBOCriterion(FairseqCriterion):
         else:
             kl_weight = 1.0
             loss = nll + kl
+        bag_of_words_nll = extra.get(BAG_OF_WORDS_NLL)
+        if bag_of_words_nll is not None and model.training:
+            # An extra training term (fairseq_svae.models.bag_of_words), outside the ELBO:
+            # validation's loss stays the negative ELBO that checkpoint_best.pt is chosen by.
+            loss = loss + model.bag_of_words_weight * bag_of_words_nll
 
         nsentences = target.size(0)
         logging_output = {
@@ -182,6 +188,8 @@ class AnnealedELBOCriterion(FairseqCriterion):
             "nsentences": nsentences,
             "sample_size": nsentences,
         }
+        if bag_of_words_nll is not None:
+            logging_output[BAG_OF_WORDS_NLL] = bag_of_words_nll.data
         if model.training and self.rate_controller is not None:
             logging_output[RATE_CONTROL_SENTENCES] = nsentences
             if self.steps_rate_control_itself:
@@ -254,6 +262,8 @@ class AnnealedELBOCriterion(FairseqCriterion):
         metrics.log_scalar("kl", kl / nsentences, nsentences, round=3)
         metrics.log_scalar("neg_elbo", (nll + kl) / nsentences, nsentences, round=3)
         metrics.log_scalar("kl_weight", total("kl_weight_x_sentences") / nsentences, nsentences, round=4)
+        if any(BAG_OF_WORDS_NLL in log for log in logging_outputs):
+            metrics.log_scalar("bow_nll", total(BAG_OF_WORDS_NLL) / nsentences, nsentences, round=3)
         if ntokens > 0:
             metrics.log_scalar("nll_per_token", nll / ntokens, ntokens, round=4)
             metrics.log_scalar("neg_elbo_per_token", (nll + kl) / ntokens, ntokens, round=4)

@@ -13,10 +13,12 @@ from fairseq.models import (
 )
 
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
+from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL, BagOfWordsHead
 from fairseq_svae.models.sentence_vae_decoder import SentenceVAEDecoder
 from fairseq_svae.models.sentence_vae_encoder import (
     POSTERIOR_LOGVAR,
     POSTERIOR_MEAN,
+    LATENT,
     SentenceVAEEncoder,
 )
 
@@ -88,6 +90,12 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
                                  "Sentence VAE checkpoint and the decoder afresh: the second stage "
                                  "of Li et al. (2019), after an autoencoder stage trained with "
                                  "--kl-schedule constant --kl-max-weight 0")
+        parser.add_argument("--bag-of-words-loss", type=float, metavar="W",
+                            help="Zhao et al. (2017): a linear head predicts the sentence's words, "
+                                 "in any order, from z, and training adds W times its NLL to the "
+                                 "loss, so that z holds what the sentence says rather than how the "
+                                 "decoder continues it; not part of the ELBO or the reported "
+                                 "likelihoods; 0 (the default) builds no head")
         # fmt: on
 
     @classmethod
@@ -139,7 +147,14 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
             feed_latent=args.feed_latent,
             share_input_output_embed=args.share_decoder_input_output_embed,
         )
-        return cls(encoder, decoder)
+        model = cls(encoder, decoder)
+        if args.bag_of_words_loss < 0:
+            raise OptionError(f"--bag-of-words-loss must be >= 0, got {args.bag_of_words_loss}")
+        model.bag_of_words_weight = args.bag_of_words_loss
+        if args.bag_of_words_loss > 0:
+            model.bag_of_words = BagOfWordsHead(
+                args.latent_dim, len(dictionary), ignored_ids=(dictionary.pad(), dictionary.eos()))
+        return model
 
     @property
     def latent_dim(self) -> int:
@@ -170,6 +185,9 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
         )
         extra[POSTERIOR_MEAN] = encoder_out[POSTERIOR_MEAN]
         extra[POSTERIOR_LOGVAR] = encoder_out[POSTERIOR_LOGVAR]
+        if getattr(self, "bag_of_words", None) is not None:
+            # From the same z the decoder reads (a sample of q(z|x) in training).
+            extra[BAG_OF_WORDS_NLL] = self.bag_of_words.nll(encoder_out[LATENT], src_tokens)
         return output, extra
 
 
@@ -214,6 +232,7 @@ def base_architecture(args):
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
     args.posterior_mean_bn_population_statistics = getattr(args, "posterior_mean_bn_population_statistics", False)
     args.load_pretrained_encoder_from = getattr(args, "load_pretrained_encoder_from", None)
+    args.bag_of_words_loss = getattr(args, "bag_of_words_loss", 0.0)
 
 
 @register_model_architecture("sentence_vae", "sentence_vae_bowman")

@@ -67,7 +67,9 @@ class SentenceVAEEncoder(FairseqEncoder):
                 summary = torch.cat(list(final_hidden[-self.num_directions:]), dim=-1)
         # fp32 even under --bf16-autocast: the head whose mean and log-variance set the KL.
         with full_precision():
-            summary = self.dropout_module(summary.float())
+            # (the LSTM's bf16 output under the autocast, into the head's own dtype: fp32, or
+            # half for a --fp16 model)
+            summary = self.dropout_module(summary.to(self.to_posterior.weight.dtype))
             mean, logvar = self.to_posterior(summary).chunk(2, dim=-1)
             if self.mean_norm is not None:
                 mean = self.mean_norm(mean.float())
