@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -65,7 +67,7 @@ def fairseq_generate(options, *extra) -> Measured:
         str(BIN / "fairseq-generate"), str(options.data_bin), "--user-dir", str(REPO / "fairseq_svae"),
         "--task", "sentence_vae", "--path", str(options.checkpoint), "--cpu", "--num-workers", "0",
         "--batch-size", str(options.batch_size), "--max-len-b", str(options.max_len_b),
-        "--seed", "1", "--quiet", *map(str, extra),
+        "--seed", "1", "--quiet", *(["--bf16-autocast"] if options.bf16_autocast else []), *map(str, extra),
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, **ONE_THREAD))
     match = TRANSLATED.search(result.stdout + result.stderr)
@@ -96,10 +98,15 @@ def main():
     parser.add_argument("--max-len-b", type=int, default=200, help="fairseq-generate's length cap (default 200)")
     parser.add_argument("--reconstruction-beams", type=int, nargs="+", default=[1])
     parser.add_argument("--gen-subset", default="test")
+    parser.add_argument("--bf16-autocast", action="store_true",
+                        help="decode under the task's --bf16-autocast (CPUs with AVX512-BF16 or AMX); "
+                             "the bound is then the bf16 matmul rate's")
     options = parser.parse_args()
 
     out_dim, vocabulary = output_projection_shape(options.checkpoint)
-    rate = matmul_gflops(options.batch_size, out_dim, vocabulary)
+    precision = "bf16" if options.bf16_autocast else "fp32"
+    rate = matmul_gflops(options.batch_size, out_dim, vocabulary,
+                         dtype=torch.bfloat16 if options.bf16_autocast else torch.float32)
     bound_tokens = rate * 1e9 / (2 * out_dim * vocabulary)  # one projection row per token
 
     runs = []
@@ -117,7 +124,7 @@ def main():
     print()
     print(f"{options.checkpoint}: output projection {out_dim} x {vocabulary} "
           f"({out_dim * vocabulary / 1e6:.2f} M multiply-adds per generated token and beam row)")
-    print(f"one thread; fp32 matmul in that shape ({options.batch_size} x {out_dim} x {vocabulary}): "
+    print(f"one thread; {precision} matmul in that shape ({options.batch_size} x {out_dim} x {vocabulary}): "
           f"{rate:.1f} GFLOP/s -> bound {bound_tokens:.0f} tokens/s per beam row; batches of "
           f"{options.batch_size}, --max-len-b {options.max_len_b}")
     print()

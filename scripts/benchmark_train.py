@@ -86,11 +86,11 @@ def command_lines(data_bin: Path, batch_size: int, extra: list) -> tuple:
     return lstm_lm, vae
 
 
-def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
-    """fp32 matmul rate on one thread for an (m x k) @ (k x n) product."""
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0, dtype=torch.float32) -> float:
+    """Matmul rate (fp32 unless ``dtype``) on one thread for an (m x k) @ (k x n) product."""
     torch.set_num_threads(1)
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    out = torch.empty(m, n, dtype=dtype)
     torch.mm(a, b, out=out)
     repeats, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

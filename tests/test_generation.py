@@ -46,6 +46,23 @@ def test_reconstruction_bleu_of_training_sentences_is_far_above_prior_samples(
     assert ours > prior_bleu + 15 and ours > 5 * prior_bleu
 
 
+def test_bf16_autocast_decodes_every_sentence_about_as_fp32_does(short_sentences_bin, latent_model,
+                                                                 greedy_reconstruction):
+    # fairseq-generate --bf16-autocast: the task's inference step runs under the bf16 autocast
+    # (the search reads fp32 scores). bf16 rounds the logits to about 3 significant digits, which
+    # can flip a near-tie and change a sentence's continuation, so the check is a margin.
+    sentences = training_sentences(short_sentences_bin)
+    bf16 = generate(short_sentences_bin, latent_model, "--gen-subset", "train", "--beam", "1",
+                    "--scoring", "sacrebleu", "--batch-size", "64", "--bf16-autocast")
+    assert sorted(bf16.hypotheses) == list(range(len(sentences)))
+    assert all(math.isfinite(score) for score in bf16.scores.values())
+    assert bf16.bleu == pytest.approx(greedy_reconstruction.bleu, abs=8)
+    same = [i for i in bf16.hypotheses if bf16.hypotheses[i] == greedy_reconstruction.hypotheses[i]]
+    assert len(same) >= 0.8 * len(sentences)
+    for i in same:  # one sentence's score: the mean log-probability of its words, to bf16's precision
+        assert bf16.scores[i] == pytest.approx(greedy_reconstruction.scores[i], abs=0.05)
+
+
 def test_beam_search_and_sampling_reconstruct_every_sentence(short_sentences_bin, latent_model,
                                                               greedy_reconstruction):
     sentences = training_sentences(short_sentences_bin)

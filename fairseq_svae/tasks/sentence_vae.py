@@ -347,6 +347,13 @@ class SentenceVAETask(FairseqTask):
                 cfg.load_pretrained_encoder_from = None
         return super().build_model(cfg, from_checkpoint)
 
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """fairseq-generate's decoding, under --bf16-autocast in bf16 too (the vocabulary
+        projection, and the LSTM where the hardware has a bf16 LSTM; the search reads the scores in
+        fp32)."""
+        with self.precision(models[0]):
+            return super().inference_step(generator, models, sample, prefix_tokens, constraints)
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         """fairseq's search over the decoder, with z taken from the prior, a posterior sample or
         the posterior mean (see :class:`LatentSequenceGenerator`)."""
