@@ -80,10 +80,11 @@ def test_bf16_scores_agree_with_fp32(trained_model, data_bin, tmp_path):
     result, bf16 = svae_eval(data_bin, checkpoint, tmp_path / "bf16.json", *common, "--bf16")
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     assert all(math.isfinite(bf16[key]) for key in ("iw_nll", "rec_nll", "kl", "neg_elbo_sampled", "mi"))
-    # Only the vocabulary projection is bf16 (8 significant bits per logit; the softmax and
-    # every sum in fp32 or fp64): the NLL moves by far less than 2%, the fp32 encoder not at all.
+    # The vocabulary projection is bf16 (8 significant bits per logit; the softmax and every sum
+    # in fp32 or fp64), and the LSTMs too on a CPU with native bf16: the NLL moves by far less
+    # than 2%; the KL not at all where the encoder stays fp32, by bf16's rounding where not.
     assert bf16["iw_nll"] == pytest.approx(fp32["iw_nll"], rel=0.02)
-    assert bf16["kl"] == fp32["kl"]
+    assert bf16["kl"] == (pytest.approx(fp32["kl"], rel=0.02) if native_bf16_cpu() else fp32["kl"])
     assert ("no native bfloat16" in result.stdout) == (not native_bf16_cpu())
 
 

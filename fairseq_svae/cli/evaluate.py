@@ -58,9 +58,10 @@ def get_parser():
     # fmt: on
     # fairseq's own option, which means a TPU run in its help; svae-eval reads it itself.
     parser._option_string_actions["--bf16"].help = (
-        "score in bfloat16, under an autocast: on a CPU only the vocabulary projection runs in "
-        "bf16 (the softmax and the sums over samples stay fp32 or fp64); it pays on a GPU and "
-        "on CPUs with AVX512-BF16 or AMX, elsewhere it is several times slower than fp32")
+        "score in bfloat16, under an autocast: the vocabulary projection, and the LSTMs where the "
+        "hardware has a bf16 LSTM, run in bf16 (the posterior head, the softmax and the sums over "
+        "samples stay fp32 or fp64); it pays on a GPU and on CPUs with AVX512-BF16 or AMX, "
+        "elsewhere it is several times slower than fp32")
     return parser
 
 

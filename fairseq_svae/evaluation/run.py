@@ -36,8 +36,9 @@ def scoring_precision(args, model, device: torch.device):
     """("fp32" | "fp16" | "bf16", the context of the scorers' model calls); converts ``model``
     for --fp16.
 
-    --bf16 is an autocast on either device, so the weights stay fp32: on a CPU the plugin's
-    (:mod:`fairseq_svae.precision`: only the vocabulary projection in bf16), on a GPU torch's.
+    --bf16 is the plugin's autocast on either device (:mod:`fairseq_svae.precision`: the
+    vocabulary projection in bf16, and the LSTMs where the hardware has a bf16 LSTM), so the
+    weights stay fp32.
     """
     if args.fp16 and args.bf16:
         raise OptionError(FP16_WITH_BF16)
