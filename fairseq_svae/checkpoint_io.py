@@ -3,10 +3,12 @@ never left half-written.
 
 torch 2.6 made ``torch.load(weights_only=True)`` the default, and fairseq 0.12 checkpoints name
 one Python class besides tensors and plain containers: ``argparse.Namespace`` (the model
-options of args-style models such as this one and ``lstm_lm``). Allowing exactly that class
-lets fairseq's own loaders (``fairseq-generate``, ``fairseq-validate``, ``fairseq-eval-lm``,
-resuming ``fairseq-train``) read these checkpoints with the protection on; a checkpoint whose
-pickle names anything else, for example a function that would run a shell command, is refused.
+options of args-style models such as this one and ``lstm_lm``). Allowing exactly that class,
+and only while a checkpoint is read (:func:`fairseq_checkpoint_classes`; torch's allowlist of
+the process stays as it was), lets fairseq's own loaders (``fairseq-generate``,
+``fairseq-validate``, ``fairseq-eval-lm``, resuming ``fairseq-train``) read these checkpoints
+with the protection on; a checkpoint whose pickle names anything else, for example a function
+that would run a shell command, is refused.
 
 Before a local checkpoint is unpickled, :func:`verify_checkpoint_file` checks the file itself: not
 empty; a zip archive (what ``torch.save`` writes) with its index complete and every record still
@@ -15,11 +17,11 @@ only check is torch's reader). A damaged file is thus called damaged, with the r
 of being taken for an unsafe one, or, with altered weights, loading silently.
 
 :func:`install` runs when the plugin is imported (``--user-dir`` modules are imported before
-any checkpoint is read). Besides allowing that class it wraps these fairseq functions:
+any checkpoint is read). It wraps these fairseq functions:
 
 - ``checkpoint_utils.load_checkpoint_to_cpu``, through which fairseq-generate, fairseq-validate,
   svae-eval, the hub's ``from_pretrained`` and fairseq-train's resume all load: the file is
-  verified first, and the refusal and a damaged file become errors that name the file, the
+  verified first, it is read with that class allowed, and the refusal and a damaged file become errors that name the file, the
   reason and what to do, instead of a pickle traceback that suggests turning the protection off;
 - ``checkpoint_utils.torch_persistent_save`` and ``PathManager.copy``: fairseq-train writes the
   first checkpoint of a save (``checkpointN.pt``, ``checkpoint_best.pt`` or ``checkpoint_last.pt``)
@@ -51,6 +53,7 @@ import re
 import shutil
 import struct
 import tempfile
+import contextlib
 import typing
 import zipfile
 import zlib
@@ -347,13 +350,25 @@ def _require_fairseq_state(path, state) -> None:
         raise damaged(path, f"not a fairseq checkpoint: its dict has no 'model' entry (keys: {keys})")
 
 
+@contextlib.contextmanager
+def fairseq_checkpoint_classes(extra=()):
+    """A region in which torch's weights-only loader also allows the classes fairseq checkpoints
+    name (:data:`FAIRSEQ_CHECKPOINT_GLOBALS`, and ``extra``); the allowlist is as before after it."""
+    # Only those not allowed already: leaving the context removes what it added.
+    allowed = torch.serialization.get_safe_globals()
+    added = [name for name in (*FAIRSEQ_CHECKPOINT_GLOBALS, *extra) if name not in allowed]
+    with torch.serialization.safe_globals(added):
+        yield
+
+
 def load_checkpoint_state(path) -> dict:
     """``torch.load`` of a fairseq checkpoint with the weights-only protection on, after
     :func:`verify_checkpoint_file` (one open of the file for both)."""
     with open(path, "rb") as handle:
         file_format = verify_checkpoint_file(path, handle)
         try:
-            state = torch.load(handle, map_location="cpu", weights_only=True)
+            with fairseq_checkpoint_classes():
+                state = torch.load(handle, map_location="cpu", weights_only=True)
         except Exception as error:
             if is_checkpoint_read_error(error):
                 raise explain_load_error(path, error, file_format) from error
@@ -367,7 +382,8 @@ def _load_checkpoint_to_cpu_explained(original):
         local = "://" not in str(path)  # remote storage: fairseq fetches it; not checked here
         file_format = verify_checkpoint_file(path) if local else None
         try:
-            return original(path, *args, **kwargs)
+            with fairseq_checkpoint_classes():
+                return original(path, *args, **kwargs)
         except Exception as error:
             if is_checkpoint_read_error(error):
                 raise explain_load_error(path, error, file_format) from error
@@ -597,10 +613,7 @@ def _receives_fairseq_state(original):
     """fairseq's object broadcast, receiving with the classes of a loaded checkpoint's state
     allowed (on top of those already allowed) for that one torch.load."""
     def _broadcast_object_slow(*args, **kwargs):
-        # Only those not allowed already: leaving the context removes what it added.
-        allowed = torch.serialization.get_safe_globals()
-        added = [name for name in BROADCAST_STATE_GLOBALS if name not in allowed]
-        with torch.serialization.safe_globals(added):
+        with fairseq_checkpoint_classes(BROADCAST_STATE_GLOBALS):
             return original(*args, **kwargs)
 
     _broadcast_object_slow.__wrapped__ = original
@@ -608,9 +621,7 @@ def _receives_fairseq_state(original):
 
 
 def install() -> None:
-    """Allow fairseq's checkpoint classes and wrap fairseq's loader, saver, copier and broadcast
-    (idempotent)."""
-    torch.serialization.add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
+    """Wrap fairseq's loader, saver, copier and broadcast (idempotent)."""
     if not hasattr(distributed_utils._broadcast_object_slow, "__wrapped__"):
         distributed_utils._broadcast_object_slow = _receives_fairseq_state(
             distributed_utils._broadcast_object_slow)

@@ -35,6 +35,14 @@ BROWN_DICTIONARY_SIZE = 19_280  # examples/brown: the dictionary of the recipe's
 REPEATS = 5
 
 
+def load_with_fairseq_classes(path: str):
+    """torch.load alone (weights-only, to CPU), with the classes fairseq checkpoints name allowed."""
+    from fairseq_svae.checkpoint_io import fairseq_checkpoint_classes
+
+    with fairseq_checkpoint_classes():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def brown_sized_checkpoint(path: str) -> None:
     """torch.save a fairseq-style checkpoint of sentence_vae_bowman with Brown's vocabulary."""
     from fairseq.data import Dictionary
@@ -92,7 +100,7 @@ def main():
         size = os.path.getsize(path)
         print(f"checkpoint: {path}")
         print(f"file size: {size:,} bytes ({size / 2**20:.1f} MiB)")
-        load = median_seconds(lambda: torch.load(path, map_location="cpu", weights_only=True))
+        load = median_seconds(lambda: load_with_fairseq_classes(path))
         check = median_seconds(lambda: verify_checkpoint_file(path))
         with zipfile.ZipFile(path) as archive:
             testzip = median_seconds(archive.testzip)

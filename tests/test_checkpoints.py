@@ -2,6 +2,7 @@
 damaged ones (empty, truncated, not a checkpoint, bytes altered) as damaged with the reason;
 fairseq's checkpoint copies cannot be left half-written."""
 
+import argparse
 import os
 import pickle
 import random
@@ -19,6 +20,7 @@ from fairseq_svae.checkpoint_io import (
     DamagedCheckpointError,
     UnsafeCheckpointError,
     _load_checkpoint_to_cpu_explained,
+    fairseq_checkpoint_classes,
     load_checkpoint_state,
 )
 from fairseq_svae.errors import UserError
@@ -146,7 +148,8 @@ def test_altered_bytes_inside_a_weight_are_detected_before_use(data_bin, trained
     altered = tmp_path / "altered.pt"
     weight, record = altered_weight_checkpoint(good, altered)
     # torch alone loads the altered file without a word, with other values in that weight.
-    unchecked = torch.load(altered, map_location="cpu", weights_only=True)
+    with fairseq_checkpoint_classes():
+        unchecked = torch.load(altered, map_location="cpu", weights_only=True)
     assert not torch.equal(unchecked["model"][weight], load_checkpoint_state(good)["model"][weight])
 
     reason = (rf"record {re.escape(record)} \(the values of tensor '{re.escape(weight)}'\) fails its "
@@ -187,7 +190,10 @@ def test_remote_checkpoints_are_left_to_fairseq(tmp_path):
 
 def test_the_plugin_only_allows_what_fairseq_checkpoints_contain(trained_model):
     checkpoint = trained_model[0] / "checkpoint_best.pt"
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == []
+    # Allowed while a checkpoint is read, and only then: the process's allowlist stays torch's.
+    with fairseq_checkpoint_classes():
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == []
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()
     allowed = torch.serialization.get_safe_globals()
     try:
         torch.serialization.clear_safe_globals()

@@ -103,12 +103,20 @@ def test_the_broadcast_classes_are_allowed_only_while_a_state_is_received():
     from fairseq.distributed import utils as distributed_utils
 
     import fairseq_svae  # noqa: F401  (installs the wrappers)
-    from fairseq_svae.checkpoint_io import BROADCAST_STATE_GLOBALS, FAIRSEQ_CHECKPOINT_GLOBALS
+    from fairseq_svae.checkpoint_io import (
+        BROADCAST_STATE_GLOBALS, FAIRSEQ_CHECKPOINT_GLOBALS, fairseq_checkpoint_classes,
+    )
 
     assert hasattr(distributed_utils._broadcast_object_slow, "__wrapped__")
     allowed = torch.serialization.get_safe_globals()
-    assert all(name in allowed for name in FAIRSEQ_CHECKPOINT_GLOBALS)
-    assert DictConfig in BROADCAST_STATE_GLOBALS and DictConfig not in allowed
+    # The process's allowlist is torch's own; the classes are allowed inside the region only.
+    assert not any(name in allowed for name in (*FAIRSEQ_CHECKPOINT_GLOBALS, *BROADCAST_STATE_GLOBALS)
+                   if name not in (int, dict, list))
+    assert DictConfig in BROADCAST_STATE_GLOBALS
+    with fairseq_checkpoint_classes(BROADCAST_STATE_GLOBALS):
+        inside = torch.serialization.get_safe_globals()
+        assert all(name in inside for name in (*FAIRSEQ_CHECKPOINT_GLOBALS, *BROADCAST_STATE_GLOBALS))
+    assert set(torch.serialization.get_safe_globals()) == set(allowed)
 
 
 # --- 2. One run per save directory ---------------------------------------------------------------
