@@ -190,9 +190,9 @@ def vae_multiply_adds_per_token(vocabulary: int, tokens_per_sentence: float) -> 
 
 def start_comparison(vae: list, updates: int, cores) -> dict:
     """Start training the VAE ``updates`` updates in fp32 and in bf16 from the same seed, each on
-    half of ``cores``; :func:`print_comparison` prints their validation losses."""
+    half of ``cores``: {"fp32" | "bf16": process}, for :func:`print_comparison`."""
     half = max(1, len(cores) // 2)
-    runs = {"updates": updates}
+    runs = {}
     for index, (name, extra) in enumerate((("fp32", []), ("bf16", ["--bf16-autocast"]))):
         args = [arg for arg in vae if arg != "--disable-validation"] + [
             "--optimizer", "fused_adam", "--max-update", updates, "--log-interval", max(1, updates // 10),
@@ -202,9 +202,9 @@ def start_comparison(vae: list, updates: int, cores) -> dict:
     return runs
 
 
-def print_comparison(runs: dict) -> None:
+def print_comparison(runs: dict, updates: int) -> None:
     """The validation losses (negative ELBO per sentence) of :func:`start_comparison`'s runs."""
-    updates, losses = runs.pop("updates"), {}
+    losses = {}
     for name, process in runs.items():
         valid = json_records(finished_log(name, process), "valid")
         losses[name] = float(valid[-1]["valid_loss"])
@@ -294,7 +294,7 @@ def main():
     if options.compare_updates:
         if comparison is None:  # after the timed figures, not beside them
             comparison = start_comparison(vae, options.compare_updates, cores[:8])
-        print_comparison(comparison)
+        print_comparison(comparison, options.compare_updates)
 
 
 if __name__ == "__main__":
