@@ -41,6 +41,9 @@ class ProbeSettings:
     attribute_labels: Optional[Tuple[str, str]] = None  # (target, source)
     attribute_alphas: Tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     latent_map: Optional[str] = None
+    # Attribute shifts move only the first sentence of each paraphrase group (captions: the first
+    # caption of each image); recall still reads every sentence of the probed groups.
+    first_of_each_group: bool = False
     seed: int = 1
     examples: int = 3
 
@@ -76,7 +79,8 @@ def settings_from_command_line(args) -> ProbeSettings:
         train_sentences=args.probe_train_sentences, paraphrase_group_size=args.paraphrase_group_size or 0,
         attribute_words=parse_pair(args.attribute_words, "--attribute-words", "woman,man"),
         attribute_labels=parse_pair(args.attribute_labels, "--attribute-labels", "romance,news"),
-        attribute_alphas=parse_alphas(args.attribute_alphas), latent_map=args.latent_map, seed=args.seed,
+        attribute_alphas=parse_alphas(args.attribute_alphas), latent_map=args.latent_map,
+        first_of_each_group=args.first_of_each_group, seed=args.seed,
     )
     if settings.sentences < 1 or settings.train_sentences < 1:
         raise OptionError(f"--probe-sentences and --probe-train-sentences must be >= 1, got "
@@ -207,6 +211,13 @@ class ProbeReport:
             tokens = self.hub.decode_latents_to_tokens(latents, progress=self.progress, **self.code_generation)
         return [self.text(t) for t in tokens]
 
+    def shifted_positions(self) -> List[int]:
+        """Positions in ``eval_ids`` of the sentences an attribute shift may move."""
+        group = self.settings.paraphrase_group_size
+        if self.settings.first_of_each_group:
+            return [k for k, i in enumerate(self.eval_ids) if i % group == 0]
+        return list(range(len(self.eval_ids)))
+
     def make(self, progress: Progress = None) -> Dict:
         """The probes' figures; ``progress(n)`` is called as n sentences are encoded or decoded."""
         settings = self.settings
@@ -225,15 +236,18 @@ class ProbeReport:
                                            eval_means, eval_texts, self.eval_labels)
         if settings.paraphrase_group_size:
             probes["paraphrase"] = paraphrase_recall(eval_means, eval_texts, settings.paraphrase_group_size)
+        shifted = self.shifted_positions()
         if settings.attribute_words:
             target, source = settings.attribute_words
-            attribute = word_attribute(train_means, train_texts, eval_means, eval_texts, target, source)
+            attribute = word_attribute(train_means, train_texts, eval_means[shifted],
+                                       [eval_texts[k] for k in shifted], target, source)
             probes["attribute_words"] = measure_shift(attribute, self.decode, settings.attribute_alphas,
                                                       settings.examples)
         if settings.attribute_labels:
             target, source = settings.attribute_labels
-            attribute = label_attribute(train_means, train_texts, self.train_labels, eval_means, eval_texts,
-                                        self.eval_labels, target, source)
+            attribute = label_attribute(train_means, train_texts, self.train_labels, eval_means[shifted],
+                                        [eval_texts[k] for k in shifted], [self.eval_labels[k] for k in shifted],
+                                        target, source)
             probes["attribute_labels"] = measure_shift(attribute, self.decode, settings.attribute_alphas,
                                                        settings.examples)
         if settings.latent_map:

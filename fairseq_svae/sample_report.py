@@ -36,6 +36,10 @@ class ReportSettings:
     imputations: int = 100
     missing_fraction: float = 0.2
     imputation_iterations: int = 10
+    # Only every stride-th sentence of the split, from the first, is reconstructed, interpolated,
+    # imputed and taken as the reference: with paraphrase groups of G, G reads the first sentence
+    # of each group (captions: the first caption of each image, as the benchmark measures).
+    sentence_stride: int = 1
 
 
 def choose_sentences(count: int, available: int, seed: int) -> List[int]:
@@ -110,10 +114,19 @@ class SampleReport:
     def posterior_means(self, indices: List[int]) -> torch.Tensor:
         return self.hub.encode_tokens([self.dataset[i]["source"] for i in indices])[0]
 
+    def eligible_sentences(self) -> np.ndarray:
+        """The split's sentences the report may read (see ``ReportSettings.sentence_stride``)."""
+        return np.arange(0, len(self.dataset), self.settings.sentence_stride)
+
+    def choose(self, count: int) -> List[int]:
+        eligible = self.eligible_sentences()
+        return [int(eligible[i]) for i in choose_sentences(count, len(eligible), self.settings.seed)]
+
     def make(self) -> Dict:
         settings = self.settings
         sentence_count = len(self.dataset)
-        reference_ids = choose_sentences(settings.prior_samples, sentence_count, settings.seed)
+        eligible = self.eligible_sentences()
+        reference_ids = self.choose(settings.prior_samples)
         references = [self.dataset[i]["source"] for i in reference_ids]
 
         prior = self.decode_prior("standard")
@@ -122,14 +135,15 @@ class SampleReport:
 
         reconstruction_ids = reference_ids[: settings.reconstructions]
         if len(reconstruction_ids) < settings.reconstructions:
-            reconstruction_ids = choose_sentences(settings.reconstructions, sentence_count, settings.seed)
+            reconstruction_ids = self.choose(settings.reconstructions)
         means = self.posterior_means(reconstruction_ids)
         reconstructed = self.decode(means)
         targets = [self.text(self.dataset[i]["source"]) for i in reconstruction_ids]
         hypotheses = [self.text(tokens) for tokens in reconstructed]
 
         rng = np.random.default_rng([settings.seed, 7])
-        pairs = [rng.choice(sentence_count, size=2, replace=False).tolist() for _ in range(settings.homotopies)]
+        pairs = [eligible[rng.choice(len(eligible), size=2, replace=False)].tolist()
+                 for _ in range(settings.homotopies)]
         endpoints = self.posterior_means([i for pair in pairs for i in pair]) if pairs else None
         paths, endpoint_matches, capped_steps = [], 0, 0
         for number, (start, end) in enumerate(pairs):
@@ -186,7 +200,8 @@ class SampleReport:
         a critic language model, by its beam search: how close each completion is to the truth."""
         settings = self.settings
         rng = np.random.default_rng([settings.seed, 51])
-        candidates = [i for i in rng.permutation(len(self.dataset)).tolist() if self.dataset[i]["source"].numel() >= 5]
+        candidates = [i for i in self.eligible_sentences()[rng.permutation(len(self.eligible_sentences()))].tolist()
+                      if self.dataset[i]["source"].numel() >= 5]
         chosen = candidates[: settings.imputations]
         prefixes, truths = [], []
         for index in chosen:

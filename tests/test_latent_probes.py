@@ -11,6 +11,7 @@ import sacrebleu
 import torch
 
 from fairseq_svae.errors import OptionError, TooFewSentencesError
+from fairseq_svae.evaluation.inputs import load_split
 from fairseq_svae.latent_probes import (
     label_attribute,
     label_probe,
@@ -340,3 +341,36 @@ def test_svae_report_refuses_a_label_file_of_another_length(trained_model, data_
     assert result.returncode == 1
     assert "OptionError" in result.stderr and "199 lines but the test split has 200 sentences" in result.stderr
     assert "probes" not in result.stdout
+
+
+def test_svae_report_first_of_each_group_reads_only_each_groups_first_sentence(trained_model, data_bin,
+                                                                               brown_slice, tmp_path):
+    out = tmp_path / "report.json"
+    result = run_command(
+        "svae-report", data_bin, "--path", trained_model[0] / "checkpoint_best.pt", "--cpu", "--gen-subset", "test",
+        "--prior-samples", 30, "--reconstructions", 30, "--homotopies", 4, "--homotopy-steps", 3,
+        "--imputations", 3, "--imputation-iterations", 1, "--max-len-b", 12, "--seed", 5, "--no-progress-bar",
+        "--json", out, "--paraphrase-group-size", 5, "--first-of-each-group", "--attribute-words", "a,the",
+        "--attribute-alphas", "1", check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    task, dataset = load_split(str(data_bin), "test")
+    text = [task.dictionary.string(dataset[i]["source"]) for i in range(len(dataset))]
+    firsts, others = set(text[::5]), set(text) - set(text[::5])
+    # 40 groups of 5 in the slice's test split: 30 of the 40 first sentences, never another.
+    reconstructed = [pair["sentence"] for pair in report["outputs"]["reconstructions"]]
+    assert len(reconstructed) == 30 and set(reconstructed) <= firsts and not set(reconstructed) & others
+    for path in report["outputs"]["homotopies"]:
+        assert len(path) == 3
+    assert all(row["truth"] in firsts for row in report["outputs"]["imputation"])
+    # Paraphrase recall still reads every sentence of the probed groups; shifts move first sentences only.
+    probes = report["probes"]
+    assert probes["sentences"] == 200
+    shifted = sum("the" in line.split() and "a" not in line.split() for line in text[::5])
+    assert probes["attribute_words"]["sentences"] == shifted
+    assert all(pair["sentence"] in firsts for row in probes["attribute_words"]["alphas"] for pair in row["examples"])
+
+    refused = run_command("svae-report", data_bin, "--path", trained_model[0] / "checkpoint_best.pt", "--cpu",
+                          "--first-of-each-group", "--no-progress-bar", check=False)
+    assert refused.returncode == 1 and "add --paraphrase-group-size G" in refused.stderr

@@ -23,8 +23,9 @@ Probes of what z holds (fairseq_svae/probe_report.py), each only when asked for:
 ``--labels FILE`` (a label per sentence of the split) the accuracy of a linear classifier on
 posterior means against one on the sentences' words and the majority label, and the R² of
 sentence length read from z; with ``--paraphrase-group-size G`` (G consecutive sentences
-describe one thing) the recall@1 of paraphrases by z against TF-IDF and chance; with
-``--attribute-words TARGET,SOURCE`` or ``--attribute-labels TARGET,SOURCE`` sentences decoded
+describe one thing) the recall@1 of paraphrases by z against TF-IDF and chance, and
+``--first-of-each-group`` makes the rest of the report read only the first sentence of each group
+(captions: each image's first caption); with ``--attribute-words TARGET,SOURCE`` or ``--attribute-labels TARGET,SOURCE`` sentences decoded
 after an attribute vector was added to their codes; with ``--latent-map FILE.png`` a PCA and
 t-SNE map of the codes.
 """
@@ -107,6 +108,10 @@ def add_probe_arguments(parser) -> None:
     group.add_argument("--paraphrase-group-size", type=int, default=None, metavar="G",
                        help="G consecutive sentences describe one thing (5 for captions): recall@1 of "
                             "a paraphrase by cosine on z vs on TF-IDF vs chance")
+    group.add_argument("--first-of-each-group", action="store_true",
+                       help="with --paraphrase-group-size G: reconstructions, homotopies, imputations, "
+                            "the reference sentences and attribute shifts read only the first sentence "
+                            "of each group (captions: the first caption of each image)")
     group.add_argument("--attribute-words", default=None, metavar="TARGET,SOURCE",
                        help="e.g. woman,man: shift sentences with SOURCE toward TARGET by the vector "
                             "between train sentences with either word; judge and BLEU against the "
@@ -141,6 +146,9 @@ def check_options(args) -> None:
         raise OptionError(f"--homotopies must be >= 0, got {args.homotopies}")
     if args.homotopy_steps < 2:
         raise OptionError(f"--homotopy-steps must be at least 2 (the two endpoints), got {args.homotopy_steps}")
+    if args.first_of_each_group and not args.paraphrase_group_size:
+        raise OptionError("--first-of-each-group reads the first sentence of each paraphrase group: "
+                          "add --paraphrase-group-size G (5 for captions)")
     if args.train_labels is not None and args.labels is None:
         raise OptionError("--train-labels is read with --labels FILE (the labels of the split itself)")
 
@@ -172,6 +180,7 @@ def main(argv=None) -> dict:
         homotopy_steps=args.homotopy_steps, spherical=args.spherical, seed=args.seed,
         self_bleu_references=args.self_bleu_references, imputations=args.imputations,
         missing_fraction=args.missing_fraction, imputation_iterations=args.imputation_iterations,
+        sentence_stride=args.paraphrase_group_size if args.first_of_each_group else 1,
     )
     # Each set is decoded as the hub decodes it for that use, with what the command line names on top.
     given = given_generation_options(parser, args, argv)
