@@ -76,7 +76,7 @@ def test_a_model_trained_at_a_high_rate_is_decoded_greedily_for_both_uses():
 def test_the_captions_model_samples_and_reconstructs_greedily_unless_told_otherwise():
     hub = SentenceVAEHubInterface.from_pretrained(str(REPO / "examples" / "captions" / "pretrained"),
                                                   checkpoint_file="model.pt")
-    assert hub.trained_rate == 40.0  # its --target-kl, read from the checkpoint
+    assert hub.trained_rate == 80.0  # its --target-kl, read from the checkpoint
     samples = hub.sample(4, seed=2)
     assert samples == hub.decode_latents(hub.prior_latents(4, seed=2), **DECODE_HIGH_RATE)
     assert hub.sample(4, seed=2, sampling=True, sampling_topp=0.9) == hub.sample(

@@ -40,7 +40,7 @@ def test_the_captions_quick_start_shows_samples_reconstructions_homotopy_and_att
                             capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     sections = result.stdout.split("\n== ")
-    assert sections[0].startswith("loaded ") and "32-d latent code" in sections[0]
+    assert sections[0].startswith("loaded ") and "128-d latent code" in sections[0]
     titles = [section.splitlines()[0] for section in sections[1:]]
     assert [title.split(" ")[0] for title in titles] == ["captions", "captions", "test", "a", '"man"', '"red"']
     assert "fitted prior" in titles[0] and "N(0, I)" in titles[1]

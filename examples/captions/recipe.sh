@@ -5,7 +5,7 @@
 # probes of what z holds.
 #
 #   bash examples/captions/recipe.sh                     # the showcase rate only, on the CPU
-#   RATES="10 20 40 80" SHOWCASE_RATE=40 DEVICE=gpu bash examples/captions/recipe.sh
+#   RATES="10 20 40 80" SHOWCASE_RATE=80 DEVICE=gpu bash examples/captions/recipe.sh
 #
 # WORK_DIR (default runs/captions-recipe) receives the data, checkpoints and logs; TEXT_DIR may
 # name another corpus (train/valid/test.txt, one sentence per line; default: the embedded
@@ -19,8 +19,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 work=${WORK_DIR:-runs/captions-recipe}
-rates=${RATES:-${SHOWCASE_RATE:-40}}
-showcase_rate=${SHOWCASE_RATE:-40}
+rates=${RATES:-${SHOWCASE_RATE:-80}}
+showcase_rate=${SHOWCASE_RATE:-80}
 max_update=${MAX_UPDATE:-12000}
 batch=${BATCH:-64}
 device=${DEVICE:-cpu}

@@ -11,7 +11,10 @@
 # 3. svae-eval on the first 1,000 test captions: the VAE's importance-weighted NLL (K = 100)
 #    beside the exact NLL of WORK_DIR/lm (the lstm_lm baseline);
 # 4. svae-report on the test split with the LM as critic, both priors, the paraphrase probe
-#    (five captions an image), "man" -> "woman" and "red" -> "blue" shifts and the latent map.
+#    (five captions an image, all 5,000 test captions), "man" -> "woman" and "red" -> "blue"
+#    shifts and the latent map; reconstructions (all 1,000), homotopies, the reference and the
+#    shifts read the first caption of each image (--first-of-each-group), as the targets of
+#    examples/captions/README.md are measured.
 set -euo pipefail
 
 checkpoint=${1:?usage: showcase.sh CHECKPOINT}
@@ -29,10 +32,11 @@ svae-eval "$work/data-bin" --path "$pretrained/model.pt" --gen-subset test --fir
 svae-eval "$work/data-bin" --path "$work/lm/checkpoint_best.pt" --gen-subset test --first-sentences 1000 \
   "${device_options[@]}" --json "$work/lm-test.json" --no-progress-bar
 svae-report "$work/data-bin" --path "$pretrained/model.pt" --fitted-prior "$pretrained/model.prior.pt" \
-  --gen-subset test --critic-path "$work/lm/checkpoint_best.pt" --paraphrase-group-size 5 \
-  --attribute-words woman,man --latent-map "$work/latent-map.png" "${device_options[@]}" \
+  --gen-subset test --critic-path "$work/lm/checkpoint_best.pt" --paraphrase-group-size 5 --first-of-each-group \
+  --reconstructions 1000 --attribute-words woman,man --latent-map "$work/latent-map.png" "${device_options[@]}" \
   --json "$work/report.json" --no-progress-bar | tee "$work/report.txt"
 svae-report "$work/data-bin" --path "$pretrained/model.pt" --gen-subset test --prior-samples 200 \
-  --reconstructions 200 --homotopies 0 --imputations 0 --attribute-words blue,red "${device_options[@]}" \
+  --reconstructions 200 --homotopies 0 --imputations 0 --paraphrase-group-size 5 --first-of-each-group \
+  --attribute-words blue,red "${device_options[@]}" \
   --json "$work/report-red-blue.json" --no-progress-bar > "$work/report-red-blue.txt"
 wait

@@ -20,7 +20,7 @@ def load(directory: Path, name: str) -> dict:
 def likelihood(vae: dict, lm: dict) -> str:
     lines = ["| model | NLL | PPL | negative ELBO | rec. NLL | KL | MI | active units |", "|---|---|---|---|---|---|---|---|",
              f"| `lstm_lm` (exact) | {lm['nll']:.2f} | {lm['ppl']:.1f} | | | | | |",
-             f"| `sentence_vae`, `--target-kl 40` (importance-weighted, K = {vae['iw_samples']}) | {vae['nll']:.2f} | "
+             f"| `sentence_vae` (importance-weighted, K = {vae['iw_samples']}) | {vae['nll']:.2f} | "
              f"{vae['ppl']:.1f} | {vae['neg_elbo']:.2f} | {vae['rec_nll']:.2f} | {vae['kl']:.2f} | {vae['mi']:.2f} | "
              f"{vae['active_units']}/{vae['latent_dim']} |"]
     return "\n".join(lines)
@@ -43,7 +43,7 @@ def sets(report: dict) -> str:
 
 def attribute(report: dict, key: str = "attribute_words") -> str:
     shift = report["probes"][key]
-    lines = [f"| alpha | says \"{shift['target']}\" and not \"{shift['source']}\" | BLEU to the original with the word swapped |",
+    lines = [f"{shift['sentences']} captions with \"{shift['source']}\" and without \"{shift['target']}\":", "",f"| alpha | says \"{shift['target']}\" and not \"{shift['source']}\" | BLEU to the original with the word swapped |",
              "|---|---|---|"]
     for row in shift["alphas"]:
         lines.append(f"| {row['alpha']:g} | {100 * row['judge']:.1f}% | {row['bleu']:.1f} |")
@@ -56,7 +56,9 @@ def main():
     directory = parser.parse_args().directory
     vae, lm, report = load(directory, "vae-test.json"), load(directory, "lm-test.json"), load(directory, "report.json")
     print(f"Likelihood, first {vae['sentences']} test captions (nats per caption):\n\n{likelihood(vae, lm)}\n")
-    print(f"What a user sees, test split:\n\n{sets(report)}\n")
+    stride = report["settings"].get("sentence_stride", 1)
+    which = "the first caption of each test image" if stride > 1 else "the test split"
+    print(f"What a user sees, {which}:\n\n{sets(report)}\n")
     recon, homotopies = report["reconstructions"], report["homotopies"]
     print(f"Reconstruction BLEU {recon['bleu']:.1f}, exact {100 * recon['exact_match']:.1f}%; homotopies: "
           f"{homotopies['distinct_sentences_per_path']:.2f} distinct captions of {homotopies['steps']} per path, "

@@ -23,8 +23,8 @@ examples/brown/pretrained/README.md), one choice per use:
 
 A model trained to carry a high rate (``--target-kl`` of :data:`GREEDY_FROM_NATS` nats or more,
 read from its checkpoint) is decoded greedily for both uses, as Bowman et al. decoded: its code
-fixes most of the sentence, and sampled words only add noise to what the code says. On the
-captions showcase model (``--target-kl 40``, figures in examples/captions/README.md) greedy
+fixes most of the sentence, and sampled words only add noise to what the code says. On a
+captions model trained at ``--target-kl 40`` (the showcase before the 80-nat one) greedy
 decoding with 3-gram blocking gives fitted-prior samples at a critic perplexity of 23.0 against
 nucleus sampling's 38.7 (the test captions: 23.7), reconstruction BLEU 36.3 against 31.7 and
 homotopies whose neighbouring steps share more words (Jaccard 0.33 against 0.29), still 6.8
