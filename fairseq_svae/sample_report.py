@@ -200,8 +200,8 @@ class SampleReport:
         a critic language model, by its beam search: how close each completion is to the truth."""
         settings = self.settings
         rng = np.random.default_rng([settings.seed, 51])
-        candidates = [i for i in self.eligible_sentences()[rng.permutation(len(self.eligible_sentences()))].tolist()
-                      if self.dataset[i]["source"].numel() >= 5]
+        eligible = self.eligible_sentences()
+        candidates = [i for i in eligible[rng.permutation(len(eligible))].tolist() if self.dataset[i]["source"].numel() >= 5]
         chosen = candidates[: settings.imputations]
         prefixes, truths = [], []
         for index in chosen:

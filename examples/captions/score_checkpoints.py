@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import sacrebleu
 import torch
 
 from fairseq_svae import SentenceVAEModel
 from fairseq_svae.latent_probes import nearest_neighbour_recall
+from fairseq_svae.text_statistics import bleu
 
 GROUP = 5  # captions of one image on consecutive lines
 BATCH = 100
@@ -36,9 +36,8 @@ def score(checkpoint: Path, data_bin: Path, captions):
         recall = nearest_neighbour_recall(means.float().numpy().astype(np.float64), GROUP)
         firsts = captions[::GROUP]
         outputs = [text for start in range(0, len(firsts), BATCH) for text in hub.reconstruct(firsts[start:start + BATCH])]
-    bleu = sacrebleu.corpus_bleu(outputs, [firsts]).score
     exact = float(np.mean([output == first for output, first in zip(outputs, firsts)]))
-    return recall, bleu, exact
+    return recall, bleu(outputs, [firsts]), exact
 
 
 def main():

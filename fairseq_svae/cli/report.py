@@ -25,9 +25,9 @@ posterior means against one on the sentences' words and the majority label, and 
 sentence length read from z; with ``--paraphrase-group-size G`` (G consecutive sentences
 describe one thing) the recall@1 of paraphrases by z against TF-IDF and chance, and
 ``--first-of-each-group`` makes the rest of the report read only the first sentence of each group
-(captions: each image's first caption); with ``--attribute-words TARGET,SOURCE`` or ``--attribute-labels TARGET,SOURCE`` sentences decoded
-after an attribute vector was added to their codes; with ``--latent-map FILE.png`` a PCA and
-t-SNE map of the codes.
+(captions: each image's first caption); with ``--attribute-words TARGET,SOURCE`` or
+``--attribute-labels TARGET,SOURCE`` sentences decoded after an attribute vector was added to
+their codes; with ``--latent-map FILE.png`` a PCA and t-SNE map of the codes.
 """
 
 import sys
