@@ -211,6 +211,46 @@ def test_hub_translates_n_outputs_per_sentence(hub):
     assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
 
 
+
+def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin, trained_cvae):
+    """--prior-draw-fraction 1: every sentence is decoded from z ~ p(z|x), so the reconstruction
+    term sends no gradient to q(z|x, y)'s head (only the KL does); at 0 it does."""
+    import fairseq_svae  # noqa: F401  (the plugin's safe checkpoint loading)
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(trained_cvae[0])], arg_overrides={"data": str(multi30k_bin)})
+    model = models[0].train()
+    task.load_dataset("test")
+    dataset = task.dataset("test")
+    sample = dataset.collater([dataset[i] for i in range(8)])
+
+    def reconstruction_gradients(fraction):
+        model.prior_draw_fraction = fraction
+        model.zero_grad()
+        output, _ = model(**sample["net_input"])
+        model.get_normalized_probs((output, None), log_probs=True).gather(
+            -1, sample["target"].unsqueeze(-1)).sum().backward()
+        return model.encoder.to_posterior.weight.grad, model.encoder.to_prior.weight.grad
+
+    posterior_head, prior_head = reconstruction_gradients(1.0)
+    assert posterior_head is None or not posterior_head.any()
+    assert prior_head.abs().sum() > 0
+    posterior_head, _ = reconstruction_gradients(0.0)
+    assert posterior_head.abs().sum() > 0
+
+
+def test_prior_draw_fraction_out_of_range_is_refused():
+    from argparse import Namespace
+
+    from fairseq_svae.errors import OptionError
+    from fairseq_svae.models.sentence_cvae import base_architecture, check_options
+
+    args = Namespace(prior_draw_fraction=1.5)
+    base_architecture(args)
+    with pytest.raises(OptionError, match="--prior-draw-fraction must be in \\[0, 1\\], got 1.5"):
+        check_options(args)
+
 # --- Importance-weighted log p(y|x) -----------------------------------------------------------
 
 def test_importance_weighted_nll_bounds(hub, multi30k_bin, trained_cvae):

@@ -12,7 +12,10 @@ Translation"):
   state it takes from the encoder, and concatenated to its input at every step.
 
 Training (``--criterion annealed_elbo``) decodes from z ~ q(z|x, y) and pays KL(q || p) with p
-learned; generation decodes from the prior mean, or, with ``--latent-samples N``
+learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's sentences is decoded
+from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
+the decoder on the prior's codes that generation reads); generation decodes from the prior mean,
+or, with ``--latent-samples N``
 (:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each.
 Defaults live in :func:`base_architecture`, which takes fairseq ``lstm``'s for every size.
 """
@@ -177,6 +180,12 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         parser.add_argument("--word-dropout", type=float, metavar="P",
                             help="in training, replace each decoder input word with <unk> with "
                                  "probability P (Bowman et al.): the decoder then leans on z")
+        parser.add_argument("--prior-draw-fraction", type=float, metavar="F",
+                            help="in training, decode a random fraction F of the sentences from "
+                                 "z ~ p(z|x) instead of z ~ q(z|x, y) (Sohn et al. 2015's hybrid "
+                                 "objective; the KL is still paid for every sentence): the decoder "
+                                 "then also learns from the prior's codes, which generation decodes "
+                                 "from. 0 = the ELBO alone")
         parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
                             help="BN-VAE is not available for sentence_cvae (its prior is learned); "
                                  "only 0 is accepted")
@@ -219,11 +228,13 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             pretrained_embed=LatentConditionedEmbedding(target_words, args.latent_dim),
             share_input_output_embed=args.share_decoder_input_output_embed,
         )
-        return cls(encoder, decoder, latent_samples=args.latent_samples)
+        return cls(encoder, decoder, latent_samples=args.latent_samples,
+                   prior_draw_fraction=args.prior_draw_fraction)
 
-    def __init__(self, encoder, decoder, latent_samples: int = 0):
+    def __init__(self, encoder, decoder, latent_samples: int = 0, prior_draw_fraction: float = 0.0):
         super().__init__(encoder, decoder)
         self.latent_samples = latent_samples
+        self.prior_draw_fraction = prior_draw_fraction
         # The update in progress: fairseq's train_step tells every model (set_num_updates),
         # while only some tasks tell the criterion, whose KL schedule needs it.
         self.num_updates = 0
@@ -249,11 +260,16 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
     def forward(self, src_tokens, src_lengths, prev_output_tokens, sample_latent: bool = True,
                 features_only: bool = False, **kwargs):
         """The ELBO's forward: z ~ q(z|x, y), one reparameterized draw (``sample_latent=False``:
-        q's mean). Returns the decoder output and a dict that also holds the posterior's and the
-        prior's mean and log-variance for the KL term."""
+        q's mean; in training, ``--prior-draw-fraction`` of the sentences draw z ~ p(z|x) instead).
+        Returns the decoder output and a dict that also holds the posterior's and the prior's mean
+        and log-variance for the KL term."""
         encoder_out = self.encoder(src_tokens, src_lengths)
         posterior_mean, posterior_logvar = self.encoder.posterior(encoder_out, prev_output_tokens)
         latent = reparameterize(posterior_mean, posterior_logvar) if sample_latent else posterior_mean
+        if self.training and self.prior_draw_fraction > 0:
+            from_prior = torch.rand(latent.size(0), 1, device=latent.device) < self.prior_draw_fraction
+            prior_draw = reparameterize(encoder_out[PRIOR_MEAN], encoder_out[PRIOR_LOGVAR])
+            latent = torch.where(from_prior, prior_draw, latent)
         encoder_out = dict(encoder_out, **{LATENT: latent})
         output, attention = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only)
         extra = {
@@ -275,6 +291,8 @@ def check_options(args) -> None:
         raise OptionError(f"--latent-dim must be at least 1, got {args.latent_dim}")
     if not 0.0 <= args.word_dropout <= 1.0:
         raise OptionError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
+    if not 0.0 <= args.prior_draw_fraction <= 1.0:
+        raise OptionError(f"--prior-draw-fraction must be in [0, 1], got {args.prior_draw_fraction}")
     if args.latent_samples < 0:
         raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
     if args.posterior_mean_bn_gamma:
@@ -303,4 +321,5 @@ def base_architecture(args):
     args.word_dropout = getattr(args, "word_dropout", 0.0)
     # Generation only: fairseq-generate --latent-samples N sets it (see generation.latent_samples).
     args.latent_samples = getattr(args, "latent_samples", 0)
+    args.prior_draw_fraction = getattr(args, "prior_draw_fraction", 0.0)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
