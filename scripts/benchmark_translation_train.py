@@ -48,9 +48,10 @@ def rows(data_bin: Path, moe: bool) -> list:
         index = training.index(option)
         del training[index:index + 2]
     common = [*training, "--cpu", "--no-save", "--disable-validation"]
+    plugin = user_dir()
     table = [
-        ("lstm", [data_bin, "--user-dir", user_dir(), *recipe_options("lstm_model_options"), *common]),
-        ("sentence_cvae", [data_bin, "--user-dir", user_dir(), *recipe_options("cvae_model_options"), *common]),
+        ("lstm", [data_bin, "--user-dir", plugin, *recipe_options("lstm_model_options"), *common]),
+        ("sentence_cvae", [data_bin, "--user-dir", plugin, *recipe_options("cvae_model_options"), *common]),
     ]
     if moe:
         table.append(("hMoEup, 5 experts", [data_bin, "--user-dir", user_dir("translation_moe"),

@@ -211,7 +211,6 @@ def test_hub_translates_n_outputs_per_sentence(hub):
     assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
 
 
-
 def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin, trained_cvae):
     """--prior-draw-fraction 1: every sentence is decoded from z ~ p(z|x), so the reconstruction
     term sends no gradient to q(z|x, y)'s head (only the KL does); at 0 it does."""
@@ -250,6 +249,7 @@ def test_prior_draw_fraction_out_of_range_is_refused():
     base_architecture(args)
     with pytest.raises(OptionError, match="--prior-draw-fraction must be in \\[0, 1\\], got 1.5"):
         check_options(args)
+
 
 # --- Importance-weighted log p(y|x) -----------------------------------------------------------
 
