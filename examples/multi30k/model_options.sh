@@ -26,7 +26,10 @@ CVAE_OUTPUTS_OPTION=${CVAE_OUTPUTS_OPTION:---latent-samples}
 
 # The same batches, optimizer and budget for every model: --max-tokens 4000 is about 210 pairs
 # an update, 140 updates an epoch; MAX_UPDATE (default 2,000: about 14 epochs) bounds each run,
-# checkpoint_best.pt is the best validation loss of the epochs.
+# checkpoint_best.pt is the best validation loss of the epochs. SAVE_INTERVAL_UPDATES=N also
+# validates and saves every N updates (keeping one such checkpoint): for data whose epoch is
+# longer than the budget (the paraphrase pairs), and so that a stopped run resumes near where it was.
 training_options=(--optimizer adam --lr 1e-3 --clip-norm 1.0 --max-tokens 4000
                   --max-update "${MAX_UPDATE:-2000}" --seed 1 --num-workers 0 --no-epoch-checkpoints
-                  --log-format json --log-interval 50)
+                  --log-format json --log-interval 50
+                  ${SAVE_INTERVAL_UPDATES:+--save-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates 1})

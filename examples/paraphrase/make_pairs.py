@@ -16,14 +16,19 @@ src --target-lang tgt``, and OUT_DIR/test.ref{1,2,3,4}:
 import argparse
 from pathlib import Path
 
+from fairseq_svae.errors import MissingDataError, exit_on_user_error
+
 CAPTIONS_PER_IMAGE = 5
 
 
 def images(path: Path):
+    if not path.is_file():
+        raise MissingDataError(f"{path} not found: the captions directory needs train.txt, valid.txt "
+                               f"and test.txt, {CAPTIONS_PER_IMAGE} captions of each image on consecutive lines")
     lines = path.read_text(encoding="utf-8").splitlines()
-    if len(lines) % CAPTIONS_PER_IMAGE:
-        raise SystemExit(f"make_pairs.py: error: MissingDataError: {path} has {len(lines)} lines, not "
-                         f"{CAPTIONS_PER_IMAGE} captions for each image")
+    if not lines or len(lines) % CAPTIONS_PER_IMAGE:
+        raise MissingDataError(f"{path} has {len(lines)} lines, not {CAPTIONS_PER_IMAGE} captions for each "
+                               f"image; give a file of {CAPTIONS_PER_IMAGE} consecutive lines an image")
     return [lines[i:i + CAPTIONS_PER_IMAGE] for i in range(0, len(lines), CAPTIONS_PER_IMAGE)]
 
 
@@ -61,4 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main, "make_pairs.py")

@@ -12,11 +12,15 @@
 # data, checkpoints, logs and results. CAPTIONS_DIR names another corpus of five captions per
 # image on consecutive lines; TRAIN_IMAGES and TEST_IMAGES keep the first N training and the
 # first M validation and test images; VOCAB_SIZE (8000)
-# the sentencepiece model's size; the rest as in examples/multi30k/recipe.sh (CVAE_OPTIONS,
-# SIZE_OPTIONS, MAX_UPDATE, JOBS, DEVICE, MODELS, STOP_TIME_HOURS, EVALUATE_ONLY).
+# the sentencepiece model's size; MAX_UPDATE (default 1,500 here) and SAVE_INTERVAL_UPDATES
+# (500) the budget and the validation interval; the rest as in examples/multi30k/recipe.sh
+# (CVAE_OPTIONS, SIZE_OPTIONS, JOBS, DEVICE, MODELS, STOP_TIME_HOURS, EVALUATE_ONLY).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# 1,500 updates of about 210 pairs (half an epoch of the 580,000 pairs: an image's 20 pairs say
+# much the same), validated and saved every 500 since no epoch ends within the budget.
+export MAX_UPDATE=${MAX_UPDATE:-1500} SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-500}
 work=${WORK_DIR:-runs/paraphrase}
 captions=${CAPTIONS_DIR:-$here/../../../shared/data/captions}
 mkdir -p "$work"
