@@ -20,7 +20,7 @@ import torch
 from fairseq import hub_utils
 
 from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
-from fairseq_svae.generation.latent_samples import SAMPLES_KEY, SEED_KEY
+from fairseq_svae.generation.latent_samples import SAMPLES_KEY, SCALE_KEY, SEED_KEY
 from fairseq_svae.models.sentence_cvae import is_conditional_vae
 
 Sentences = Union[str, List[str]]
@@ -50,23 +50,29 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
         return cls(loaded["args"], loaded["task"], loaded["models"])
 
     def translate(self, sentences: Sentences, n: Optional[int] = None, beam: int = 5,
-                  seed: Optional[int] = None, verbose: bool = False, **generation):
+                  seed: Optional[int] = None, verbose: bool = False, latent_scale: float = 1.0, **generation):
         """Outputs for each sentence, with fairseq's search (``beam``, or ``sampling=True``).
 
         ``n`` = None: one output per sentence, decoded from the prior mean (a string per
         sentence, as fairseq's ``translate``). ``n`` = k: k outputs per sentence (a list of k
         strings per sentence), the i-th decoded from the i-th draw z_i ~ p(z|x); ``seed`` fixes
         the draws (and the sampled words with ``sampling=True``), as ``--seed`` does for
-        ``fairseq-generate --latent-samples k``.
+        ``fairseq-generate --latent-samples k``; ``latent_scale`` = S draws z_i = mean + S * std *
+        eps_i (``--latent-scale``: below 1 closer to the prior mean's output, above 1 further).
         """
         if isinstance(sentences, str):
-            return self.translate([sentences], n, beam, seed, verbose, **generation)[0]
+            return self.translate([sentences], n, beam, seed, verbose, latent_scale, **generation)[0]
         if n is None:
+            if latent_scale != 1.0:
+                raise OptionError("latent_scale scales the draws of n outputs; pass n (without it the "
+                                  "output is decoded from the prior mean)")
             return self.sample(sentences, beam, verbose, **generation)
         if n < 1:
             raise OptionError(f"n must be at least 1, got {n}")
+        if not latent_scale > 0:
+            raise OptionError(f"latent_scale must be > 0, got {latent_scale}")
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-        generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed})
+        generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed, SCALE_KEY: float(latent_scale)})
         with torch.random.fork_rng(devices=[]):  # torch's own generator is left as it was
             torch.manual_seed(seed)
             batched = self.generate([self.encode(sentence) for sentence in sentences], beam, verbose, **generation)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import PLUGIN_DIR, REPO, TRAIN_SEED, json_log_records, run_command
+from fairseq_svae.errors import USER_ERROR_EXIT_STATUS, OptionError
 
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 PAIRS = {"train": 2000, "valid": 100, "test": 40}
@@ -133,7 +134,6 @@ def test_training_lowers_the_loss_with_a_finite_nonnegative_kl(trained_cvae):
 def test_bn_vae_is_refused():
     from argparse import Namespace
 
-    from fairseq_svae.errors import OptionError
     from fairseq_svae.models.sentence_cvae import base_architecture, check_options
 
     args = Namespace(posterior_mean_bn_gamma=0.5)
@@ -148,7 +148,8 @@ def test_latent_samples_is_listed_by_fairseq_generate_help():
     import fairseq_svae  # noqa: F401  (what --user-dir imports before fairseq builds its parser)
     from fairseq import options
 
-    assert "--latent-samples N" in options.get_generation_parser(default_task="translation").format_help()
+    help_text = options.get_generation_parser(default_task="translation").format_help()
+    assert "--latent-samples N" in help_text and "--latent-scale S" in help_text
 
 
 def test_default_generation_is_one_output_per_source(multi30k_bin, trained_cvae):
@@ -168,6 +169,46 @@ def test_latent_samples_give_n_outputs_per_source_from_distinct_draws(multi30k_b
         assert len(re.findall(rf"^{kind}-\d+\t", sampled, flags=re.M)) == 5 * PAIRS["test"]
     # Deterministic per --seed.
     assert hypotheses(generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--sampling", "--seed", "3")) == by_source
+
+
+def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(multi30k_bin, trained_cvae):
+    """fairseq-generate's path: the parsed option becomes a model override, the loaded model holds
+    it, and the task builds the generator with it."""
+    import ast
+
+    import fairseq_svae  # noqa: F401
+    from fairseq import checkpoint_utils, options
+    from fairseq_svae.generation.latent_samples import LatentSamplesGenerator
+
+    checkpoint, _ = trained_cvae
+    parser = options.get_generation_parser(default_task="translation")
+    args = options.parse_args_and_arch(parser, [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
+                                                "--latent-samples", "3", "--latent-scale", "0.5", "--cpu"])
+    overrides = ast.literal_eval(args.model_overrides)
+    assert overrides["latent_samples"] == 3 and overrides["latent_scale"] == 0.5 and args.nbest == 3
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+    assert models[0].latent_scale == 0.5
+    generator = task.build_generator(models, args)
+    assert isinstance(generator, LatentSamplesGenerator) and generator.scale == 0.5 and generator.samples == 3
+
+
+@pytest.mark.parametrize("scale", ["0", "-1"])
+def test_latent_scale_out_of_range_is_refused(multi30k_bin, trained_cvae, scale):
+    import fairseq_svae  # noqa: F401
+    from fairseq import options
+
+    parser = options.get_generation_parser(default_task="translation")
+    with pytest.raises(OptionError, match="--latent-scale must be > 0"):
+        options.parse_args_and_arch(parser, [str(multi30k_bin), "--path", str(trained_cvae[0]),
+                                             "--latent-samples", "3", f"--latent-scale={scale}"])
+
+
+def test_latent_scale_without_latent_samples_is_one_error_line(multi30k_bin, trained_cvae):
+    result = run_command("fairseq-generate", multi30k_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
+                         *LANGUAGES, "--path", trained_cvae[0], "--cpu", "--latent-scale", "0.5", check=False)
+    assert result.returncode == USER_ERROR_EXIT_STATUS
+    assert "error: OptionError: --latent-scale scales the draws of --latent-samples N" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +236,13 @@ def test_the_draws_differ_within_a_source_and_do_not_depend_on_the_batch(hub):
     position = sample["id"].tolist().index(1)
     assert torch.allclose(alone, latents[position], atol=1e-5)
 
+    # --latent-scale S: the same draws, S times as far from the prior mean.
+    scaled = LatentSamplesGenerator(hub.task.build_generator(hub.models, hub.cfg.generation), samples=5, seed=3,
+                                    scale=0.25)
+    mean = hub.models[0].encoder(**{k: sample["net_input"][k] for k in ("src_tokens", "src_lengths")})["prior_mean"]
+    near = scaled.prior_latents(hub.models[0], sample["net_input"], sample["id"].tolist()).view(3, 5, -1)
+    assert torch.allclose(near - mean[:, None], 0.25 * (latents - mean[:, None]), atol=1e-5)
+
 
 def test_hub_translates_n_outputs_per_sentence(hub):
     sentences = ["a man rides a bike .", "two dogs play in the snow ."]
@@ -209,6 +257,10 @@ def test_hub_translates_n_outputs_per_sentence(hub):
     single = hub.translate("a man rides a bike .", beam=2, max_len_b=20)
     torch.manual_seed(2)
     assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
+    assert [len(per_sentence) for per_sentence in hub.translate(sentences, n=2, seed=5, beam=2, latent_scale=0.5,
+                                                                max_len_b=20)] == [2, 2]
+    with pytest.raises(OptionError, match="latent_scale scales the draws of n outputs"):
+        hub.translate(sentences, beam=2, latent_scale=0.5)
 
 
 def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin, trained_cvae):
@@ -242,7 +294,6 @@ def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin
 def test_prior_draw_fraction_out_of_range_is_refused():
     from argparse import Namespace
 
-    from fairseq_svae.errors import OptionError
     from fairseq_svae.models.sentence_cvae import base_architecture, check_options
 
     args = Namespace(prior_draw_fraction=1.5)

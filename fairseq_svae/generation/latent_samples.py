@@ -4,10 +4,13 @@
 prints N hypotheses per source, as fairseq prints an N-best list (H-/D-/P- lines each): the
 k-th is the best output of the chosen search (beam, or ``--sampling``) decoded from the k-th
 draw z_k ~ p(z|x). Without the option a conditional VAE decodes once, from the prior mean.
+``--latent-scale S`` draws z_k = mu + S * sigma * eps_k instead: below 1 the outputs keep closer
+to the prior mean's (better, less different), above 1 they spread further; the eps_k are the
+same for every S, so a source's k-th output moves along one direction as S changes.
 
 How it gets there, with fairseq's own translation task (:func:`install`, at plugin import):
 
-- fairseq's generation parser gets ``--latent-samples`` (so ``fairseq-generate --help`` and
+- fairseq's generation parser gets ``--latent-samples`` and ``--latent-scale`` (so ``fairseq-generate --help`` and
   ``fairseq-interactive --help`` list it). fairseq's configuration keeps only the options of
   its dataclasses, so the parsed value travels as a model override (``--model-overrides``,
   fairseq's channel for generation-time model options) to the model's ``latent_samples``;
@@ -38,8 +41,10 @@ from fairseq_svae.models.sentence_vae_encoder import LATENT
 from fairseq_svae.patching import wrap_once
 
 OPTION = "--latent-samples"
+SCALE_OPTION = "--latent-scale"
 # Keys of the generation options (the hub's per-call choice) and of the model's options.
 SAMPLES_KEY = "latent_samples"
+SCALE_KEY = "latent_scale"
 SEED_KEY = "latent_seed"
 
 
@@ -48,12 +53,15 @@ class LatentSamplesGenerator:
 
     The batch of B sources becomes B x N rows (source b's k-th row decodes from z_k); the search
     runs on those rows as on any batch, and source b gets the best hypothesis of each of its N
-    rows, in the order of the draws. With ``--sampling`` each row draws one sentence.
+    rows, in the order of the draws. With ``--sampling`` each row draws one sentence. ``scale``
+    multiplies each draw's distance from the prior mean (``--latent-scale``).
     """
 
-    def __init__(self, generator, samples: int, seed: int):
+    def __init__(self, generator, samples: int, seed: int, scale: float = 1.0):
         if samples < 1:
             raise OptionError(f"{OPTION} must be at least 1, got {samples}")
+        if not scale > 0:
+            raise OptionError(f"{SCALE_OPTION} must be > 0, got {scale}")
         if generator.model.models_size > 1:
             raise IncompatibleCheckpointError(
                 f"{OPTION} needs a single model, got an ensemble of {generator.model.models_size} "
@@ -61,6 +69,7 @@ class LatentSamplesGenerator:
         self.generator = generator
         self.samples = samples
         self.seed = seed
+        self.scale = scale
         if isinstance(generator.search, Sampling):
             # The N outputs are the N draws of z; --beam only satisfies fairseq-generate's rule
             # that --nbest equal --beam when sampling.
@@ -75,8 +84,10 @@ class LatentSamplesGenerator:
     def prior_latents(self, model, net_input, ids: List[int]) -> torch.Tensor:
         """The draws z ~ p(z|x), (B x N) x D, source-major (row b * N + k is source b's k-th)."""
         encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
-        latents = posterior_latents(encoder_out[PRIOR_MEAN], encoder_out[PRIOR_LOGVAR], ids, self.seed,
-                                    samples=self.samples)  # N x B x D
+        mean = encoder_out[PRIOR_MEAN]
+        latents = posterior_latents(mean, encoder_out[PRIOR_LOGVAR], ids, self.seed, samples=self.samples)  # N x B x D
+        if self.scale != 1.0:
+            latents = mean + self.scale * (latents - mean)  # the same eps, scaled: mu + S * sigma * eps
         return latents.transpose(0, 1).reshape(-1, latents.size(-1))
 
     @torch.no_grad()
@@ -102,12 +113,18 @@ class LatentSamplesGenerator:
         return [[rows[source * repeat + k][0] for k in range(repeat)] for source in range(len(rows) // repeat)]
 
 
-def requested_samples(models, generation_args) -> int:
-    """N asked for: the generation options' ``latent_samples`` (the hub), else the model's option."""
-    asked = getattr(generation_args, SAMPLES_KEY, None)
+def requested(models, generation_args, key: str, default):
+    """What was asked for: the generation options' ``key`` (the hub), else the model's option
+    (fairseq-generate's, which reaches the model through --model-overrides)."""
+    asked = getattr(generation_args, key, None)
     if asked is None:
-        asked = getattr(models[0], SAMPLES_KEY, 0)
-    return int(asked or 0)
+        asked = getattr(models[0], key, None)
+    return default if asked is None else asked
+
+
+def requested_samples(models, generation_args) -> int:
+    """N asked for (0: one output, from the prior mean)."""
+    return int(requested(models, generation_args, SAMPLES_KEY, 0) or 0)
 
 
 def _latent_generator(original):
@@ -122,7 +139,8 @@ def _latent_generator(original):
         if seed is None:
             # From torch's generator, which fairseq-generate seeds with --seed.
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        return LatentSamplesGenerator(generator, samples, int(seed))
+        scale = float(requested(models, args, SCALE_KEY, 1.0))
+        return LatentSamplesGenerator(generator, samples, int(seed), scale)
 
     build_generator.__wrapped__ = original
     return build_generator
@@ -140,6 +158,10 @@ def _with_latent_samples_option(original):
                                 "per source, each decoded from its own z ~ p(z|x) with the chosen "
                                 "search, printed as an N-best list (--nbest defaults to N); "
                                 "without it, one output from the prior mean")
+        group.add_argument(SCALE_OPTION, type=float, default=None, metavar="S",
+                           help=f"with {OPTION}: draw z = mean + S * std * eps from p(z|x), so S < 1 "
+                                "keeps the outputs closer to the prior mean's (better, less different) "
+                                "and S > 1 spreads them (default 1: z ~ p(z|x))")
         return group
 
     add_generation_args.__wrapped__ = original
@@ -152,12 +174,20 @@ def _passing_latent_samples(original):
         args = parsed[0] if isinstance(parsed, tuple) else parsed
         argv = sys.argv[1:] if input_args is None else list(input_args)
         if not _given(argv, OPTION):  # (fairseq-train's args hold the model's own latent_samples)
+            if _given(argv, SCALE_OPTION):
+                raise OptionError(f"{SCALE_OPTION} scales the draws of {OPTION} N; add {OPTION} N "
+                                  f"(without it the output is decoded from the prior mean)")
             return parsed
         samples = getattr(args, SAMPLES_KEY)
         if samples < 1:
             raise OptionError(f"{OPTION} must be at least 1, got {samples}")
         overrides = ast.literal_eval(getattr(args, "model_overrides", None) or "{}")
         overrides[SAMPLES_KEY] = samples
+        scale = getattr(args, SCALE_KEY, None)
+        if scale is not None:
+            if not scale > 0:
+                raise OptionError(f"{SCALE_OPTION} must be > 0, got {scale}")
+            overrides[SCALE_KEY] = scale
         args.model_overrides = repr(overrides)
         if not _given(argv, "--nbest"):
             args.nbest = samples
@@ -177,7 +207,7 @@ def _wrap(owner, name: str, wrapper) -> None:
 
 
 def install() -> None:
-    """The --latent-samples option and the generator behind it (idempotent)."""
+    """The --latent-samples and --latent-scale options and the generator behind them (idempotent)."""
     _wrap(options, "add_generation_args", _with_latent_samples_option)
     _wrap(options, "parse_args_and_arch", _passing_latent_samples)
     _wrap(FairseqTask, "build_generator", _latent_generator)

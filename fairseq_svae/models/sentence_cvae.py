@@ -16,7 +16,8 @@ learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's s
 from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
 the decoder on the prior's codes that generation reads); generation decodes from the prior mean,
 or, with ``--latent-samples N``
-(:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each.
+(:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each
+(``--latent-scale S`` scales their spread about the prior mean).
 Defaults live in :func:`base_architecture`, which takes fairseq ``lstm``'s for every size.
 """
 
@@ -228,12 +229,15 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             pretrained_embed=LatentConditionedEmbedding(target_words, args.latent_dim),
             share_input_output_embed=args.share_decoder_input_output_embed,
         )
-        return cls(encoder, decoder, latent_samples=args.latent_samples,
+        return cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
                    prior_draw_fraction=args.prior_draw_fraction)
 
-    def __init__(self, encoder, decoder, latent_samples: int = 0, prior_draw_fraction: float = 0.0):
+    def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
+                 prior_draw_fraction: float = 0.0):
         super().__init__(encoder, decoder)
+        # Generation's choices, set by fairseq-generate --latent-samples / --latent-scale.
         self.latent_samples = latent_samples
+        self.latent_scale = latent_scale
         self.prior_draw_fraction = prior_draw_fraction
         # The update in progress: fairseq's train_step tells every model (set_num_updates),
         # while only some tasks tell the criterion, whose KL schedule needs it.
@@ -295,6 +299,9 @@ def check_options(args) -> None:
         raise OptionError(f"--prior-draw-fraction must be in [0, 1], got {args.prior_draw_fraction}")
     if args.latent_samples < 0:
         raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
+    if not args.latent_scale > 0:
+        raise OptionError(f"--latent-scale must be > 0, got {args.latent_scale} (the prior mean alone: "
+                          f"leave out --latent-samples)")
     if args.posterior_mean_bn_gamma:
         raise OptionError(
             f"--posterior-mean-bn-gamma {args.posterior_mean_bn_gamma}: BN-VAE is not available for "
@@ -319,7 +326,9 @@ def base_architecture(args):
     fairseq_lstm.base_architecture(args)  # fairseq lstm's sizes and dropouts: one home for them
     args.latent_dim = getattr(args, "latent_dim", 32)
     args.word_dropout = getattr(args, "word_dropout", 0.0)
-    # Generation only: fairseq-generate --latent-samples N sets it (see generation.latent_samples).
+    # Generation only: fairseq-generate --latent-samples N and --latent-scale S set them (see
+    # generation.latent_samples).
     args.latent_samples = getattr(args, "latent_samples", 0)
+    args.latent_scale = getattr(args, "latent_scale", 1.0)
     args.prior_draw_fraction = getattr(args, "prior_draw_fraction", 0.0)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
