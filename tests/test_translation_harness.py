@@ -25,6 +25,7 @@ from fairseq_svae.diversity_bleu import (
 from fairseq_svae.cli import translation_eval
 from fairseq_svae.cli.user_dir import plugin_directory
 from fairseq_svae.errors import MissingCheckpointError, OptionError
+from fairseq_svae.text_statistics import has_repeated_ngram
 from fairseq_svae.translation_eval.generation import Setting, generate_command, runs_of
 
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -198,7 +199,7 @@ def test_harness_end_to_end_on_a_multi30k_slice(tmp_path):
                 "--seed", "1", "--save-dir", save_dir, "--no-epoch-checkpoints", "--disable-validation")
     checkpoint = str(save_dir / "checkpoint_last.pt")
     run_command("svae-translation-eval", bin_dir, "--references", text / "test.de", "--output-dir", results_dir,
-                "--generate-options", "--max-len-b 30",
+                "--generate-options", "--max-len-b 30", "--examples", str(TEST_PAIRS),
                 "--setting", "lstm beam 5", checkpoint, "--beam 5",
                 "--setting", "lstm 5-best", checkpoint, "--beam 5 --nbest 5",
                 "--nll", "lstm", checkpoint)
@@ -218,6 +219,12 @@ def test_harness_end_to_end_on_a_multi30k_slice(tmp_path):
     # is not a mean of sentence scores, so the bound is given a margin.
     assert nbest["oracle_bleu"] >= nbest["average_bleu"] - 1.0
     assert "| lstm 5-best | 5 |" in (results_dir / "results.md").read_text(encoding="utf-8")
+    # Loops: the share of all outputs (every source's N) with a repeated word 3-gram.
+    for row in (beam, nbest):
+        outputs = [output for example in row["examples"] for output in example["outputs"]]
+        assert len(outputs) == TEST_PAIRS * row["outputs_per_source"]
+        looping = [output for output in outputs if has_repeated_ngram(output.split())]
+        assert row["repeated_3gram"] == pytest.approx(len(looping) / len(outputs))
 
     nll = results["nll"][0]
     assert nll["sentences"] == TEST_PAIRS

@@ -15,6 +15,7 @@ SETTING_COLUMNS = (
     ("pairwise_bleu", "pairwise BLEU"),
     ("leave_one_out_bleu", "leave-one-out BLEU"),
     ("references_covered", "references covered"),
+    ("repeated_3gram", "share of outputs with a repeated 3-gram"),
     ("wall_seconds", "wall s"),
 )
 NLL_COLUMNS = (

@@ -9,6 +9,7 @@ from fairseq_svae.diversity_bleu import bleu_signature, diversity_figures, refer
 from fairseq_svae.errors import MissingCheckpointError, MissingDataError, OptionError
 from fairseq_svae.translation_eval import report
 from fairseq_svae.translation_eval.generation import Setting, generate_outputs, option_value
+from fairseq_svae.text_statistics import has_repeated_ngram, share
 from fairseq_svae.translation_eval.likelihood import reference_nll
 
 logger = logging.getLogger("fairseq_svae.translation_eval")
@@ -70,6 +71,9 @@ def evaluate_translations(data: str, references: Sequence[str], settings: Sequen
         run = generate_outputs(setting, data, common_options, sources, output_dir)
         row = {"name": setting.name, "checkpoint": setting.checkpoint, "options": setting.options}
         row.update(diversity_figures(run["outputs"], reference_lists))
+        # Loops: BLEU can look fine next to outputs that repeat themselves.
+        row["repeated_3gram"] = share([has_repeated_ngram(output.split())
+                                       for source_outputs in run["outputs"] for output in source_outputs])
         row["examples"] = [{"references": reference_lists[i], "outputs": run["outputs"][i]}
                            for i in range(min(examples, sources))]
         row.update(commands=[" ".join(command) for command in run["commands"]], files=run["files"],
