@@ -20,7 +20,7 @@ import torch
 from fairseq import hub_utils
 
 from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
-from fairseq_svae.generation.latent_samples import SAMPLES_KEY, SCALE_KEY, SEED_KEY
+from fairseq_svae.generation.latent_samples import SAMPLES_KEY, SCALE_KEY, SEED_KEY, check_latent_scale
 from fairseq_svae.models.sentence_cvae import is_conditional_vae
 
 Sentences = Union[str, List[str]]
@@ -69,8 +69,7 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
             return self.sample(sentences, beam, verbose, **generation)
         if n < 1:
             raise OptionError(f"n must be at least 1, got {n}")
-        if not latent_scale > 0:
-            raise OptionError(f"latent_scale must be > 0, got {latent_scale}")
+        check_latent_scale(latent_scale)
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
         generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed, SCALE_KEY: float(latent_scale)})
         with torch.random.fork_rng(devices=[]):  # torch's own generator is left as it was

@@ -48,6 +48,12 @@ SCALE_KEY = "latent_scale"
 SEED_KEY = "latent_seed"
 
 
+def check_latent_scale(scale: float) -> None:
+    """The one check of --latent-scale (fairseq-generate's option, the hub's ``latent_scale``)."""
+    if not scale > 0:
+        raise OptionError(f"{SCALE_OPTION} must be > 0, got {scale}")
+
+
 class LatentSamplesGenerator:
     """fairseq's generator run on each source ``samples`` times, each row with its own z ~ p(z|x).
 
@@ -60,8 +66,7 @@ class LatentSamplesGenerator:
     def __init__(self, generator, samples: int, seed: int, scale: float = 1.0):
         if samples < 1:
             raise OptionError(f"{OPTION} must be at least 1, got {samples}")
-        if not scale > 0:
-            raise OptionError(f"{SCALE_OPTION} must be > 0, got {scale}")
+        check_latent_scale(scale)
         if generator.model.models_size > 1:
             raise IncompatibleCheckpointError(
                 f"{OPTION} needs a single model, got an ensemble of {generator.model.models_size} "
@@ -185,8 +190,7 @@ def _passing_latent_samples(original):
         overrides[SAMPLES_KEY] = samples
         scale = getattr(args, SCALE_KEY, None)
         if scale is not None:
-            if not scale > 0:
-                raise OptionError(f"{SCALE_OPTION} must be > 0, got {scale}")
+            check_latent_scale(scale)  # before fairseq loads the model
             overrides[SCALE_KEY] = scale
         args.model_overrides = repr(overrides)
         if not _given(argv, "--nbest"):

@@ -7,9 +7,9 @@ from typing import List, Optional, Sequence, Tuple
 
 from fairseq_svae.diversity_bleu import bleu_signature, diversity_figures, reference_figures
 from fairseq_svae.errors import MissingCheckpointError, MissingDataError, OptionError
+from fairseq_svae.text_statistics import has_repeated_ngram, share
 from fairseq_svae.translation_eval import report
 from fairseq_svae.translation_eval.generation import Setting, generate_outputs, option_value
-from fairseq_svae.text_statistics import has_repeated_ngram, share
 from fairseq_svae.translation_eval.likelihood import reference_nll
 
 logger = logging.getLogger("fairseq_svae.translation_eval")
