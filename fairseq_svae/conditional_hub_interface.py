@@ -4,12 +4,12 @@
     cvae = SentenceCVAEModel.from_pretrained("checkpoints/multi30k", checkpoint_file="checkpoint_best.pt",
                                              data_name_or_path="data-bin/multi30k")
     cvae.translate("a man rides a bike .")            # one output, from the prior mean
-    cvae.translate(["a man rides a bike ."], n=5)     # five outputs per sentence, z_k ~ p(z|x)
+    cvae.translate(["a man rides a bike ."], n=5)     # five different outputs per sentence, z_k ~ p(z|x)
 
 fairseq's :class:`~fairseq.hub_utils.GeneratorHubInterface` with its conventions (``translate``,
 ``sample``, ``generate``, ``encode``/``decode`` with the checkpoint's tokenizer and BPE, fairseq
 generation options as keywords: ``beam=5``, ``sampling=True``, ``max_len_b=50``...), plus ``n``:
-the number of outputs per sentence, each decoded from its own z ~ p(z|x) (what
+the number of different outputs per sentence, each decoded from its own z ~ p(z|x) (what
 ``fairseq-generate --latent-samples n`` prints). Checkpoints load through the plugin's safe loader.
 """
 
@@ -20,8 +20,8 @@ import torch
 from fairseq import hub_utils
 
 from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
-from fairseq_svae.generation.latent_samples import SAMPLES_KEY, SCALE_KEY, SEED_KEY, check_latent_scale
-from fairseq_svae.models.sentence_cvae import is_conditional_vae
+from fairseq_svae.generation.latent_samples import CANDIDATES_KEY, SAMPLES_KEY, SCALE_KEY, SEED_KEY
+from fairseq_svae.models.sentence_cvae import check_latent_candidates, check_latent_scale, is_conditional_vae
 
 Sentences = Union[str, List[str]]
 
@@ -50,28 +50,35 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
         return cls(loaded["args"], loaded["task"], loaded["models"])
 
     def translate(self, sentences: Sentences, n: Optional[int] = None, beam: int = 5,
-                  seed: Optional[int] = None, verbose: bool = False, latent_scale: float = 1.0, **generation):
+                  seed: Optional[int] = None, verbose: bool = False, latent_scale: float = 1.0,
+                  latent_candidates: int = 0, **generation):
         """Outputs for each sentence, with fairseq's search (``beam``, or ``sampling=True``).
 
         ``n`` = None: one output per sentence, decoded from the prior mean (a string per
-        sentence, as fairseq's ``translate``). ``n`` = k: k outputs per sentence (a list of k
-        strings per sentence), the i-th decoded from the i-th draw z_i ~ p(z|x); ``seed`` fixes
+        sentence, as fairseq's ``translate``). ``n`` = k: k different outputs per sentence (a list
+        of k strings per sentence), each decoded from its own draw z_i ~ p(z|x): the k most
+        frequent outputs of m = 4k draws (``--latent-samples k``); ``seed`` fixes
         the draws (and the sampled words with ``sampling=True``), as ``--seed`` does for
         ``fairseq-generate --latent-samples k``; ``latent_scale`` = S draws z_i = mean + S * std *
-        eps_i (``--latent-scale``: below 1 closer to the prior mean's output, above 1 further).
+        eps_i (``--latent-scale``: below 1 closer to the prior mean's output, above 1 further);
+        ``latent_candidates`` = m >= k sets the number of draws (``--latent-candidates``; m = k:
+        the i-th output is the i-th draw's, repeats included).
         """
         if isinstance(sentences, str):
-            return self.translate([sentences], n, beam, seed, verbose, latent_scale, **generation)[0]
+            return self.translate([sentences], n, beam, seed, verbose, latent_scale, latent_candidates,
+                                  **generation)[0]
         if n is None:
-            if latent_scale != 1.0:
-                raise OptionError("latent_scale scales the draws of n outputs; pass n (without it the "
-                                  "output is decoded from the prior mean)")
+            if latent_scale != 1.0 or latent_candidates:
+                raise OptionError("latent_scale and latent_candidates choose the draws of n outputs; pass "
+                                  "n (without it the output is decoded from the prior mean)")
             return self.sample(sentences, beam, verbose, **generation)
         if n < 1:
             raise OptionError(f"n must be at least 1, got {n}")
         check_latent_scale(latent_scale)
+        check_latent_candidates(latent_candidates, n)
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-        generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed, SCALE_KEY: float(latent_scale)})
+        generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed, SCALE_KEY: float(latent_scale),
+                                         CANDIDATES_KEY: int(latent_candidates)})
         with torch.random.fork_rng(devices=[]):  # torch's own generator is left as it was
             torch.manual_seed(seed)
             batched = self.generate([self.encode(sentence) for sentence in sentences], beam, verbose, **generation)

@@ -150,6 +150,7 @@ def test_latent_samples_is_listed_by_fairseq_generate_help():
 
     help_text = options.get_generation_parser(default_task="translation").format_help()
     assert "--latent-samples N" in help_text and "--latent-scale S" in help_text
+    assert "--latent-candidates M" in help_text
 
 
 def test_default_generation_is_one_output_per_source(multi30k_bin, trained_cvae):
@@ -171,6 +172,15 @@ def test_latent_samples_give_n_outputs_per_source_from_distinct_draws(multi30k_b
     assert hypotheses(generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--sampling", "--seed", "3")) == by_source
 
 
+def test_latent_samples_with_beam_search_are_different_outputs(multi30k_bin, trained_cvae):
+    """By construction: a beam of 5 finishes 5 different hypotheses for each draw, so the 5
+    outputs chosen among 20 draws (the default) are 5 different sentences for every source."""
+    checkpoint, _ = trained_cvae
+    by_source = hypotheses(generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--beam", "5", "--seed", "3"))
+    assert sorted(by_source) == list(range(PAIRS["test"]))
+    assert all(len(set(outputs)) == 5 for outputs in by_source.values())
+
+
 def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(multi30k_bin, trained_cvae):
     """fairseq-generate's path: the parsed option becomes a model override, the loaded model holds
     it, and the task builds the generator with it."""
@@ -183,13 +193,21 @@ def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(mu
     checkpoint, _ = trained_cvae
     parser = options.get_generation_parser(default_task="translation")
     args = options.parse_args_and_arch(parser, [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
-                                                "--latent-samples", "3", "--latent-scale", "0.5", "--cpu"])
+                                                "--latent-samples", "3", "--latent-scale", "0.5",
+                                                "--latent-candidates", "7", "--cpu"])
     overrides = ast.literal_eval(args.model_overrides)
     assert overrides["latent_samples"] == 3 and overrides["latent_scale"] == 0.5 and args.nbest == 3
+    assert overrides["latent_candidates"] == 7
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
-    assert models[0].latent_scale == 0.5
+    assert models[0].latent_scale == 0.5 and models[0].latent_candidates == 7
     generator = task.build_generator(models, args)
     assert isinstance(generator, LatentSamplesGenerator) and generator.scale == 0.5 and generator.samples == 3
+    assert generator.draws == 7
+    default = options.parse_args_and_arch(options.get_generation_parser(default_task="translation"), [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
+                                                   "--latent-samples", "3", "--cpu"])
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(checkpoint)], arg_overrides=ast.literal_eval(default.model_overrides))
+    assert task.build_generator(models, default).draws == 12  # 4N
 
 
 @pytest.mark.parametrize("scale", ["0", "-1"])
@@ -203,12 +221,51 @@ def test_latent_scale_out_of_range_is_refused(multi30k_bin, trained_cvae, scale)
                                              "--latent-samples", "3", f"--latent-scale={scale}"])
 
 
-def test_latent_scale_without_latent_samples_is_one_error_line(multi30k_bin, trained_cvae):
+@pytest.mark.parametrize("candidates", ["2", "-1"])
+def test_fewer_latent_candidates_than_outputs_are_refused(multi30k_bin, trained_cvae, candidates):
+    import fairseq_svae  # noqa: F401
+    from fairseq import options
+
+    parser = options.get_generation_parser(default_task="translation")
+    with pytest.raises(OptionError, match=rf"--latent-candidates \({candidates}\) must be at least --latent-samples \(3\)"):
+        options.parse_args_and_arch(parser, [str(multi30k_bin), "--path", str(trained_cvae[0]),
+                                             "--latent-samples", "3", f"--latent-candidates={candidates}"])
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--latent-scale", "0.5"], "--latent-scale scales the draws of --latent-samples N"),
+    (["--latent-candidates", "9"], "--latent-candidates M chooses the outputs of --latent-samples N"),
+])
+def test_latent_options_without_latent_samples_are_one_error_line(multi30k_bin, trained_cvae, option, message):
     result = run_command("fairseq-generate", multi30k_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
-                         *LANGUAGES, "--path", trained_cvae[0], "--cpu", "--latent-scale", "0.5", check=False)
+                         *LANGUAGES, "--path", trained_cvae[0], "--cpu", *option, check=False)
     assert result.returncode == USER_ERROR_EXIT_STATUS
-    assert "error: OptionError: --latent-scale scales the draws of --latent-samples N" in result.stderr
+    assert f"error: OptionError: {message}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_most_frequent_outputs_rank_by_count_then_score():
+    """By construction: different outputs by tokens, most frequent first, ties to the better score,
+    each with its best-scored hypothesis; fewer different outputs than asked: the beams' other
+    hypotheses fill in, and only then do the chosen ones come round again."""
+    from fairseq_svae.generation.latent_samples import most_frequent_outputs
+
+    def hypothesis(tokens, score):
+        return {"tokens": torch.tensor(tokens), "score": torch.tensor(score)}
+
+    best = [hypothesis([5, 2], -1.0), hypothesis([6, 2], -0.5), hypothesis([5, 2], -0.2),
+            hypothesis([7, 2], -0.1), hypothesis([6, 2], -0.9), hypothesis([8, 2], -0.3), hypothesis([5, 2], -2.0)]
+    draws = [[h, hypothesis([9, 2], -3.0)] for h in best]
+    chosen = most_frequent_outputs(draws, 4)
+    assert [h["tokens"].tolist() for h in chosen] == [[5, 2], [6, 2], [7, 2], [8, 2]]
+    assert [float(h["score"]) for h in chosen] == pytest.approx([-0.2, -0.5, -0.1, -0.3])
+    # Two different best outputs for three: the beams' next hypotheses, the most frequent first.
+    beams = [[hypothesis([5, 2], -0.2), hypothesis([6, 2], -0.4), hypothesis([7, 2], -0.6)],
+             [hypothesis([5, 2], -0.3), hypothesis([7, 2], -0.5)],
+             [hypothesis([8, 2], -0.1), hypothesis([7, 2], -0.9), hypothesis([5, 2], -1.0)]]
+    assert [h["tokens"].tolist() for h in most_frequent_outputs(beams, 4)] == [[5, 2], [8, 2], [7, 2], [6, 2]]
+    # One hypothesis a draw (sampling): round again.
+    assert [h["tokens"].tolist() for h in most_frequent_outputs([[best[0]], [best[1]]], 3)] == [[6, 2], [5, 2], [6, 2]]
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +281,8 @@ def test_the_draws_differ_within_a_source_and_do_not_depend_on_the_batch(hub):
     """By construction: z_k ~ N(prior mean, prior variance > 0) from the sample id's own stream."""
     from fairseq_svae.generation.latent_samples import LatentSamplesGenerator
 
-    generator = LatentSamplesGenerator(hub.task.build_generator(hub.models, hub.cfg.generation), samples=5, seed=3)
+    generator = LatentSamplesGenerator(hub.task.build_generator(hub.models, hub.cfg.generation), samples=5, seed=3,
+                                       candidates=5)
     tokens = [hub.encode(s) for s in ["a man rides a bike .", "two dogs play in the snow .", "a girl sings ."]]
     batch = hub.task.build_dataset_for_inference(tokens, [t.numel() for t in tokens])
     sample = batch.collater([batch[i] for i in range(len(tokens))])
@@ -238,7 +296,7 @@ def test_the_draws_differ_within_a_source_and_do_not_depend_on_the_batch(hub):
 
     # --latent-scale S: the same draws, S times as far from the prior mean.
     scaled = LatentSamplesGenerator(hub.task.build_generator(hub.models, hub.cfg.generation), samples=5, seed=3,
-                                    scale=0.25)
+                                    scale=0.25, candidates=5)
     mean = hub.models[0].encoder(**{k: sample["net_input"][k] for k in ("src_tokens", "src_lengths")})["prior_mean"]
     near = scaled.prior_latents(hub.models[0], sample["net_input"], sample["id"].tolist()).view(3, 5, -1)
     assert torch.allclose(near - mean[:, None], 0.25 * (latents - mean[:, None]), atol=1e-5)
@@ -259,8 +317,28 @@ def test_hub_translates_n_outputs_per_sentence(hub):
     assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
     assert [len(per_sentence) for per_sentence in hub.translate(sentences, n=2, seed=5, beam=2, latent_scale=0.5,
                                                                 max_len_b=20)] == [2, 2]
-    with pytest.raises(OptionError, match="latent_scale scales the draws of n outputs"):
+    with pytest.raises(OptionError, match="latent_scale and latent_candidates choose the draws of n outputs"):
         hub.translate(sentences, beam=2, latent_scale=0.5)
+
+
+def test_latent_candidates_keep_the_outputs_most_draws_gave(hub):
+    """n outputs chosen among m draws: all different (beam search fills in from the beams), and
+    those of the m draws' best outputs that are chosen are the most frequent (the same m draws
+    as n = m, one output each: the k-th draw of a source does not depend on how many are drawn)."""
+    sentences = ["a man rides a bike .", "two dogs play in the snow .", "a girl in a red dress sings ."]
+    every_draw = hub.translate(sentences, n=12, seed=7, beam=2, max_len_b=20, latent_scale=3.0, latent_candidates=12)
+    chosen = hub.translate(sentences, n=3, seed=7, beam=2, max_len_b=20, latent_scale=3.0)  # the default: 4 x 3 draws
+    assert [len(outputs) for outputs in chosen] == [3, 3, 3]
+    for outputs, draws in zip(chosen, every_draw):
+        counts = Counter(draws)
+        assert len(set(outputs)) == 3
+        from_draws = [output for output in outputs if output in counts]
+        assert len(from_draws) == min(3, len(counts)) and outputs[:len(from_draws)] == from_draws
+        assert [counts[output] for output in from_draws] == sorted((counts[o] for o in from_draws), reverse=True)
+        left_out = [counts[output] for output in counts if output not in outputs]
+        assert all(counts[output] >= max(left_out, default=0) for output in from_draws)
+    with pytest.raises(OptionError, match=r"--latent-candidates \(2\) must be at least --latent-samples \(3\)"):
+        hub.translate(sentences, n=3, beam=2, latent_candidates=2)
 
 
 def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin, trained_cvae):

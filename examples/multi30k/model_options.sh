@@ -25,7 +25,8 @@ moe_model_options=("${moe_task_options[@]}" "${lstm_model_options[@]}")
 # --target-kl 3.3: the prior draws pull the code's KL below the target (2.7 at --target-kl 3).
 CVAE_OPTIONS=${CVAE_OPTIONS:---arch sentence_cvae --dropout 0.3 --criterion annealed_elbo --target-kl 3.3 --word-dropout 0 --prior-draw-fraction 0.1}
 read -r -a cvae_model_options <<< "${size_options[*]} $CVAE_OPTIONS"
-# fairseq-generate's option for N outputs per source from N draws z ~ p(z|x).
+# fairseq-generate's option for N different outputs per source, decoded from draws z ~ p(z|x)
+# (the N most frequent of 4N draws' outputs; with --latent-candidates N one output a draw).
 CVAE_OUTPUTS_OPTION=${CVAE_OUTPUTS_OPTION:---latent-samples}
 
 # The same batches, optimizer and budget for every model: --max-tokens 4000 is about 210 pairs

@@ -9,7 +9,8 @@
 # from its checkpoint_last.pt and one that is done ends at once; MODELS picks which, default
 # "lstm moe cvae"), then writes WORK_DIR/results/{results.json,results.md} and every
 # fairseq-generate output. DEVICE=gpu trains and decodes on the GPU; STOP_TIME_HOURS also ends
-# each training after that much training time; EVALUATE_ONLY=1 skips the trainings.
+# each training after that much training time; EVALUATE_ONLY=1 skips the trainings; IW_SAMPLES
+# sets the CVAE's importance samples.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,14 +61,18 @@ if [ -f "$lstm" ]; then
 fi
 [ -f "$moe" ] && settings+=(--setting "hMoEup ${MOE_EXPERTS:-5} experts" "$moe" "${moe_task_options[*]} --beam 5")
 if [ -f "$cvae" ]; then
+  # Five outputs: the five most frequent of twenty draws' (the default), and one a draw.
   settings+=(--setting "CVAE prior mean, beam 5" "$cvae" "--beam 5"
-             --setting "CVAE 5 draws of z, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --beam 5"
+             --setting "CVAE 5 different outputs of 20 draws of z, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --beam 5"
+             --setting "CVAE 5 draws of z, one output each, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --latent-candidates 5 --beam 5"
              --nll CVAE "$cvae")
 fi
 gpu_option=()
 [ "$device" = gpu ] && gpu_option=(--gpu)
 # --max-len-a/b: room for any real output (pieces: 2 x the source's + 10), and a bound on the
 # endless outputs of an under-trained model.
+# IW_SAMPLES: the CVAE's importance samples K (default 100; the estimate tightens as K grows).
 svae-translation-eval "$work/data-bin" --references "${references[@]}" --output-dir "$work/results" \
   --post-process sentencepiece --generate-options "--max-len-a 2 --max-len-b 10" --title "$title" \
+  --iw-samples "${IW_SAMPLES:-100}" \
   "${gpu_option[@]}" "${settings[@]}"

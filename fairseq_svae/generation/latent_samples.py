@@ -1,19 +1,28 @@
-"""N outputs per source from a conditional VAE, each decoded from its own z ~ p(z|x).
+"""N different outputs per source from a conditional VAE, each decoded from its own z ~ p(z|x).
 
 ``fairseq-generate --user-dir fairseq_svae --task translation --path CVAE.pt --latent-samples N``
-prints N hypotheses per source, as fairseq prints an N-best list (H-/D-/P- lines each): the
-k-th is the best output of the chosen search (beam, or ``--sampling``) decoded from the k-th
-draw z_k ~ p(z|x). Without the option a conditional VAE decodes once, from the prior mean.
-``--latent-scale S`` draws z_k = mu + S * sigma * eps_k instead: below 1 the outputs keep closer
-to the prior mean's (better, less different), above 1 they spread further; the eps_k are the
-same for every S, so a source's k-th output moves along one direction as S changes.
+prints N hypotheses per source, as fairseq prints an N-best list (H-/D-/P- lines each). It
+decodes M = 4N draws z_k ~ p(z|x) with the chosen search (beam, or ``--sampling``), the best
+output of each, and prints the N different outputs that the most draws decoded to, the most
+frequent first (ties: the better score). Draws of a well-trained model often agree (an easy
+source has one right output), and the frequent outputs are those of much of p(z|x)'s mass: N
+draws would print one output several times, where N of 4N are different for most sources. When a
+source's M draws give fewer than N, the rest are the next hypotheses of the draws' beams (so
+with beam search a source gets N different outputs; with ``--sampling``, one sentence a draw,
+the chosen ones come round again).
+``--latent-candidates M`` sets M (M = N: one output a draw, in the order of the draws, repeats
+included: the fast choice). Without ``--latent-samples`` a conditional VAE decodes once, from
+the prior mean. ``--latent-scale S`` draws z_k = mu + S * sigma * eps_k: below 1 the outputs
+keep closer to the prior mean's (better, less different), above 1 they spread further; the
+eps_k are the same for every S, so a source's k-th draw moves along one direction as S changes.
 
 How it gets there, with fairseq's own translation task (:func:`install`, at plugin import):
 
-- fairseq's generation parser gets ``--latent-samples`` and ``--latent-scale`` (so ``fairseq-generate --help`` and
-  ``fairseq-interactive --help`` list it). fairseq's configuration keeps only the options of
-  its dataclasses, so the parsed value travels as a model override (``--model-overrides``,
-  fairseq's channel for generation-time model options) to the model's ``latent_samples``;
+- fairseq's generation parser gets ``--latent-samples``, ``--latent-scale`` and
+  ``--latent-candidates`` (so ``fairseq-generate --help`` and ``fairseq-interactive --help``
+  list them). fairseq's configuration keeps only the options of its dataclasses, so the parsed
+  values travel as model overrides (``--model-overrides``, fairseq's channel for
+  generation-time model options) to the model's ``latent_samples`` and the others;
   unless the command line sets them, ``--nbest`` becomes N (all N are printed) and, with
   ``--sampling``, ``--beam`` too (fairseq-generate wants them equal when sampling);
 - ``FairseqTask.build_generator``, which every task's generator comes from, wraps fairseq's
@@ -36,37 +45,71 @@ from fairseq.tasks import FairseqTask
 
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
 from fairseq_svae.generation.latent_draws import posterior_latents
-from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN, is_conditional_vae
+from fairseq_svae.models.sentence_cvae import (
+    PRIOR_LOGVAR,
+    PRIOR_MEAN,
+    check_latent_candidates,
+    check_latent_scale,
+    is_conditional_vae,
+    latent_draws,
+)
 from fairseq_svae.models.sentence_vae_encoder import LATENT
 from fairseq_svae.patching import wrap_once
 
 OPTION = "--latent-samples"
 SCALE_OPTION = "--latent-scale"
+CANDIDATES_OPTION = "--latent-candidates"
 # Keys of the generation options (the hub's per-call choice) and of the model's options.
 SAMPLES_KEY = "latent_samples"
 SCALE_KEY = "latent_scale"
+CANDIDATES_KEY = "latent_candidates"
 SEED_KEY = "latent_seed"
 
 
-def check_latent_scale(scale: float) -> None:
-    """The one check of --latent-scale (fairseq-generate's option, the hub's ``latent_scale``)."""
-    if not scale > 0:
-        raise OptionError(f"{SCALE_OPTION} must be > 0, got {scale}")
+def _ranked_different(hypotheses: List[dict], leave_out=()) -> List[dict]:
+    """One hypothesis per different output (by tokens), the best-scored of each: the most
+    frequent output first, ties to the better score; outputs in ``leave_out`` left out."""
+    counts, best = {}, {}
+    for hypothesis in hypotheses:
+        key = tuple(hypothesis["tokens"].tolist())
+        if key in leave_out:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        if key not in best or hypothesis["score"] > best[key]["score"]:
+            best[key] = hypothesis
+    return [best[key] for key in sorted(best, key=lambda key: (-counts[key], -float(best[key]["score"])))]
+
+
+def most_frequent_outputs(draws: List[List[dict]], n: int) -> List[dict]:
+    """n different outputs of one source from its draws' searches (``draws[k]``: the hypotheses
+    of the k-th draw's search, best first): the different best hypotheses, most frequent first
+    (ties: the better score); while fewer than n, the other hypotheses of the searches in the
+    same order (the rest of each beam), and only when those run out too (sampling: one
+    hypothesis a draw) the chosen ones again, so a source always gets n, as an n-best list has."""
+    chosen = _ranked_different([hypotheses[0] for hypotheses in draws])[:n]
+    if len(chosen) < n:
+        taken = {tuple(hypothesis["tokens"].tolist()) for hypothesis in chosen}
+        chosen += _ranked_different([h for hypotheses in draws for h in hypotheses[1:]], taken)[:n - len(chosen)]
+    return [chosen[i % len(chosen)] for i in range(n)]
 
 
 class LatentSamplesGenerator:
-    """fairseq's generator run on each source ``samples`` times, each row with its own z ~ p(z|x).
+    """fairseq's generator run on each source M times, each row with its own z ~ p(z|x), for N =
+    ``samples`` outputs a source.
 
-    The batch of B sources becomes B x N rows (source b's k-th row decodes from z_k); the search
-    runs on those rows as on any batch, and source b gets the best hypothesis of each of its N
-    rows, in the order of the draws. With ``--sampling`` each row draws one sentence. ``scale``
+    The batch of B sources becomes B x M rows (source b's k-th row decodes from z_k); the search
+    runs on those rows as on any batch, and source b gets the N different outputs that most of
+    its M rows' searches gave (:func:`most_frequent_outputs`), or with M = N the best
+    hypothesis of each row, in the order of the draws. M is ``candidates`` (0: 4N,
+    ``--latent-candidates``). With ``--sampling`` each row draws one sentence. ``scale``
     multiplies each draw's distance from the prior mean (``--latent-scale``).
     """
 
-    def __init__(self, generator, samples: int, seed: int, scale: float = 1.0):
+    def __init__(self, generator, samples: int, seed: int, scale: float = 1.0, candidates: int = 0):
         if samples < 1:
             raise OptionError(f"{OPTION} must be at least 1, got {samples}")
         check_latent_scale(scale)
+        check_latent_candidates(candidates, samples)
         if generator.model.models_size > 1:
             raise IncompatibleCheckpointError(
                 f"{OPTION} needs a single model, got an ensemble of {generator.model.models_size} "
@@ -75,8 +118,9 @@ class LatentSamplesGenerator:
         self.samples = samples
         self.seed = seed
         self.scale = scale
+        self.draws = latent_draws(samples, candidates)  # z's decoded a source
         if isinstance(generator.search, Sampling):
-            # The N outputs are the N draws of z; --beam only satisfies fairseq-generate's rule
+            # Each draw of z samples one sentence; --beam only satisfies fairseq-generate's rule
             # that --nbest equal --beam when sampling.
             generator.beam_size = 1
 
@@ -87,10 +131,10 @@ class LatentSamplesGenerator:
 
     @torch.no_grad()
     def prior_latents(self, model, net_input, ids: List[int]) -> torch.Tensor:
-        """The draws z ~ p(z|x), (B x N) x D, source-major (row b * N + k is source b's k-th)."""
+        """The draws z ~ p(z|x), (B x M) x D, source-major (row b * M + k is source b's k-th)."""
         encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
         mean = encoder_out[PRIOR_MEAN]
-        latents = posterior_latents(mean, encoder_out[PRIOR_LOGVAR], ids, self.seed, samples=self.samples)  # N x B x D
+        latents = posterior_latents(mean, encoder_out[PRIOR_LOGVAR], ids, self.seed, samples=self.draws)  # M x B x D
         if self.scale != 1.0:
             latents = mean + self.scale * (latents - mean)  # the same eps, scaled: mu + S * sigma * eps
         return latents.transpose(0, 1).reshape(-1, latents.size(-1))
@@ -100,7 +144,7 @@ class LatentSamplesGenerator:
         if constraints is not None:
             raise OptionError(f"{OPTION} cannot be combined with --constraints")
         net_input = sample["net_input"]
-        repeat = self.samples
+        repeat = self.draws
         # fairseq-interactive's batches carry no ids: there a source's draws follow its position.
         ids = sample["id"].tolist() if "id" in sample else list(range(net_input["src_tokens"].size(0)))
         latent = self.prior_latents(self.generator.model.single_model, net_input, ids)
@@ -115,7 +159,10 @@ class LatentSamplesGenerator:
         if prefix_tokens is not None:
             prefix_tokens = prefix_tokens.repeat_interleave(repeat, dim=0)
         rows = self.generator.generate(models, expanded, prefix_tokens=prefix_tokens, **kwargs)
-        return [[rows[source * repeat + k][0] for k in range(repeat)] for source in range(len(rows) // repeat)]
+        sources = range(len(rows) // repeat)
+        if repeat == self.samples:  # one output a draw, in the order of the draws
+            return [[rows[source * repeat + k][0] for k in range(repeat)] for source in sources]
+        return [most_frequent_outputs(rows[source * repeat:(source + 1) * repeat], self.samples) for source in sources]
 
 
 def requested(models, generation_args, key: str, default):
@@ -145,7 +192,8 @@ def _latent_generator(original):
             # From torch's generator, which fairseq-generate seeds with --seed.
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         scale = float(requested(models, args, SCALE_KEY, 1.0))
-        return LatentSamplesGenerator(generator, samples, int(seed), scale)
+        candidates = int(requested(models, args, CANDIDATES_KEY, 0) or 0)
+        return LatentSamplesGenerator(generator, samples, int(seed), scale, candidates)
 
     build_generator.__wrapped__ = original
     return build_generator
@@ -159,14 +207,20 @@ def _with_latent_samples_option(original):
     def add_generation_args(parser):
         group = original(parser)
         group.add_argument(OPTION, type=int, default=None, metavar="N",
-                           help="with a conditional VAE (--arch sentence_cvae, fairseq_svae): N outputs "
-                                "per source, each decoded from its own z ~ p(z|x) with the chosen "
-                                "search, printed as an N-best list (--nbest defaults to N); "
+                           help="with a conditional VAE (--arch sentence_cvae, fairseq_svae): N different "
+                                "outputs per source, each decoded from its own z ~ p(z|x) with the chosen "
+                                f"search (the N most frequent of {CANDIDATES_OPTION} draws' outputs), "
+                                "printed as an N-best list (--nbest defaults to N); "
                                 "without it, one output from the prior mean")
         group.add_argument(SCALE_OPTION, type=float, default=None, metavar="S",
                            help=f"with {OPTION}: draw z = mean + S * std * eps from p(z|x), so S < 1 "
                                 "keeps the outputs closer to the prior mean's (better, less different) "
                                 "and S > 1 spreads them (default 1: z ~ p(z|x))")
+        group.add_argument(CANDIDATES_OPTION, type=int, default=None, metavar="M",
+                           help=f"with {OPTION} N: decode M >= N draws of z and print the N different "
+                                "outputs that the most draws gave (ties: the better score; fewer than "
+                                "N: the beams' next hypotheses fill in); M = N prints one output a "
+                                "draw, repeats included (default: 4N)")
         return group
 
     add_generation_args.__wrapped__ = original
@@ -182,6 +236,10 @@ def _passing_latent_samples(original):
             if _given(argv, SCALE_OPTION):
                 raise OptionError(f"{SCALE_OPTION} scales the draws of {OPTION} N; add {OPTION} N "
                                   f"(without it the output is decoded from the prior mean)")
+            if _given(argv, CANDIDATES_OPTION):
+                raise OptionError(f"{CANDIDATES_OPTION} M chooses the outputs of {OPTION} N among M "
+                                  f"draws; add {OPTION} N (without it the output is decoded from the "
+                                  f"prior mean)")
             return parsed
         samples = getattr(args, SAMPLES_KEY)
         if samples < 1:
@@ -192,6 +250,10 @@ def _passing_latent_samples(original):
         if scale is not None:
             check_latent_scale(scale)  # before fairseq loads the model
             overrides[SCALE_KEY] = scale
+        candidates = getattr(args, CANDIDATES_KEY, None)
+        if candidates is not None:
+            check_latent_candidates(candidates, samples)
+            overrides[CANDIDATES_KEY] = candidates
         args.model_overrides = repr(overrides)
         if not _given(argv, "--nbest"):
             args.nbest = samples
@@ -211,7 +273,8 @@ def _wrap(owner, name: str, wrapper) -> None:
 
 
 def install() -> None:
-    """The --latent-samples and --latent-scale options and the generator behind them (idempotent)."""
+    """The --latent-samples, --latent-scale and --latent-candidates options and the generator
+    behind them (idempotent)."""
     _wrap(options, "add_generation_args", _with_latent_samples_option)
     _wrap(options, "parse_args_and_arch", _passing_latent_samples)
     _wrap(FairseqTask, "build_generator", _latent_generator)
