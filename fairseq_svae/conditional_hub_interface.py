@@ -21,7 +21,7 @@ from fairseq import hub_utils
 
 from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
 from fairseq_svae.generation.latent_samples import CANDIDATES_KEY, SAMPLES_KEY, SCALE_KEY, SEED_KEY
-from fairseq_svae.models.sentence_cvae import check_latent_candidates, check_latent_scale, is_conditional_vae
+from fairseq_svae.models.sentence_cvae import is_conditional_vae
 
 Sentences = Union[str, List[str]]
 
@@ -74,8 +74,7 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
             return self.sample(sentences, beam, verbose, **generation)
         if n < 1:
             raise OptionError(f"n must be at least 1, got {n}")
-        check_latent_scale(latent_scale)
-        check_latent_candidates(latent_candidates, n)
+        # latent_scale and latent_candidates are checked where the generator is built.
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
         generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed, SCALE_KEY: float(latent_scale),
                                          CANDIDATES_KEY: int(latent_candidates)})

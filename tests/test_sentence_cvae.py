@@ -203,8 +203,9 @@ def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(mu
     generator = task.build_generator(models, args)
     assert isinstance(generator, LatentSamplesGenerator) and generator.scale == 0.5 and generator.samples == 3
     assert generator.draws == 7
-    default = options.parse_args_and_arch(options.get_generation_parser(default_task="translation"), [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
-                                                   "--latent-samples", "3", "--cpu"])
+    default = options.parse_args_and_arch(options.get_generation_parser(default_task="translation"),
+                                          [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
+                                           "--latent-samples", "3", "--cpu"])
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(checkpoint)], arg_overrides=ast.literal_eval(default.model_overrides))
     assert task.build_generator(models, default).draws == 12  # 4N

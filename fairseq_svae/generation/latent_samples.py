@@ -49,6 +49,7 @@ from fairseq_svae.models.sentence_cvae import (
     PRIOR_LOGVAR,
     PRIOR_MEAN,
     check_latent_candidates,
+    check_latent_samples,
     check_latent_scale,
     is_conditional_vae,
     latent_draws,
@@ -106,8 +107,7 @@ class LatentSamplesGenerator:
     """
 
     def __init__(self, generator, samples: int, seed: int, scale: float = 1.0, candidates: int = 0):
-        if samples < 1:
-            raise OptionError(f"{OPTION} must be at least 1, got {samples}")
+        check_latent_samples(samples)
         check_latent_scale(scale)
         check_latent_candidates(candidates, samples)
         if generator.model.models_size > 1:
@@ -242,8 +242,7 @@ def _passing_latent_samples(original):
                                   f"prior mean)")
             return parsed
         samples = getattr(args, SAMPLES_KEY)
-        if samples < 1:
-            raise OptionError(f"{OPTION} must be at least 1, got {samples}")
+        check_latent_samples(samples)
         overrides = ast.literal_eval(getattr(args, "model_overrides", None) or "{}")
         overrides[SAMPLES_KEY] = samples
         scale = getattr(args, SCALE_KEY, None)

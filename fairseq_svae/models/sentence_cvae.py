@@ -294,6 +294,12 @@ def is_conditional_vae(model) -> bool:
 
 # The one check of each generation-time option (fairseq-generate's parser, the model's options,
 # the generator and the hub all call these).
+def check_latent_samples(samples: int) -> None:
+    """--latent-samples N, once asked for."""
+    if samples < 1:
+        raise OptionError(f"--latent-samples must be at least 1, got {samples}")
+
+
 def check_latent_scale(scale: float) -> None:
     """--latent-scale S (the hub's ``latent_scale``)."""
     if not scale > 0:
