@@ -245,28 +245,43 @@ def test_latent_options_without_latent_samples_are_one_error_line(multi30k_bin, 
     assert "Traceback" not in result.stderr
 
 
-def test_most_frequent_outputs_rank_by_count_then_score():
-    """By construction: different outputs by tokens, most frequent first, ties to the better score,
-    each with its best-scored hypothesis; fewer different outputs than asked: the beams' other
-    hypotheses fill in, and only then do the chosen ones come round again."""
-    from fairseq_svae.generation.latent_samples import most_frequent_outputs
+def test_most_frequent_outputs_rank_by_count_then_probability_mass():
+    """By construction: different outputs by tokens, most frequent best output first, ties to the
+    greater probability mass sum_k p(y|x,z_k) over the beams that found it, each as its best-scored
+    hypothesis; fewer different best outputs than asked: the beams' other hypotheses fill in, the
+    greatest mass first (not the most often found), and only then do the chosen ones come round."""
+    from fairseq_svae.generation.latent_samples import draws_log_mass, most_frequent_outputs
 
-    def hypothesis(tokens, score):
-        return {"tokens": torch.tensor(tokens), "score": torch.tensor(score)}
+    def hypothesis(tokens, log_p, score=None):
+        # score: fairseq's length-normalised score (here any value that differs from log_p)
+        return {"tokens": torch.tensor(tokens), "positional_scores": torch.tensor([log_p / 2, log_p / 2]),
+                "score": torch.tensor(log_p / 2 if score is None else score)}
 
-    best = [hypothesis([5, 2], -1.0), hypothesis([6, 2], -0.5), hypothesis([5, 2], -0.2),
-            hypothesis([7, 2], -0.1), hypothesis([6, 2], -0.9), hypothesis([8, 2], -0.3), hypothesis([5, 2], -2.0)]
-    draws = [[h, hypothesis([9, 2], -3.0)] for h in best]
+    def tokens(chosen):
+        return [h["tokens"].tolist() for h in chosen]
+
+    # 5 is best three times, 6 twice, 7 and 8 once each; 7 is also in two other beams, so its
+    # mass is the greater of the tied two.
+    draws = [[hypothesis([5, 2], -1.0, score=-0.4)], [hypothesis([5, 2], -2.0, score=-0.9)],
+             [hypothesis([5, 2], -1.5, score=-0.2)], [hypothesis([6, 2], -1.0), hypothesis([7, 2], -2.0)],
+             [hypothesis([6, 2], -3.0), hypothesis([7, 2], -2.0)], [hypothesis([8, 2], -1.0)],
+             [hypothesis([7, 2], -1.0)]]
+    log_mass = draws_log_mass(draws)
+    assert log_mass[(7, 2)] == pytest.approx(math.log(2 * math.exp(-2.0) + math.exp(-1.0)))
+    assert log_mass[(8, 2)] == pytest.approx(-1.0)
     chosen = most_frequent_outputs(draws, 4)
-    assert [h["tokens"].tolist() for h in chosen] == [[5, 2], [6, 2], [7, 2], [8, 2]]
-    assert [float(h["score"]) for h in chosen] == pytest.approx([-0.2, -0.5, -0.1, -0.3])
-    # Two different best outputs for three: the beams' next hypotheses, the most frequent first.
-    beams = [[hypothesis([5, 2], -0.2), hypothesis([6, 2], -0.4), hypothesis([7, 2], -0.6)],
-             [hypothesis([5, 2], -0.3), hypothesis([7, 2], -0.5)],
-             [hypothesis([8, 2], -0.1), hypothesis([7, 2], -0.9), hypothesis([5, 2], -1.0)]]
-    assert [h["tokens"].tolist() for h in most_frequent_outputs(beams, 4)] == [[5, 2], [8, 2], [7, 2], [6, 2]]
+    assert tokens(chosen) == [[5, 2], [6, 2], [7, 2], [8, 2]]
+    assert float(chosen[0]["score"]) == pytest.approx(-0.2)  # the best-scored hypothesis of 5
+    assert tokens(most_frequent_outputs(draws, 2)) == [[5, 2], [6, 2]]
+    # Two different best outputs for four: 6 (found once, likely) fills in before 7 (found by
+    # two beams, each unlikely), then 9.
+    beams = [[hypothesis([5, 2], -0.5), hypothesis([7, 2], -5.0), hypothesis([9, 2], -7.0)],
+             [hypothesis([5, 2], -0.6), hypothesis([7, 2], -5.0)],
+             [hypothesis([8, 2], -0.4), hypothesis([6, 2], -1.0), hypothesis([5, 2], -3.0)]]
+    assert tokens(most_frequent_outputs(beams, 5)) == [[5, 2], [8, 2], [6, 2], [7, 2], [9, 2]]
     # One hypothesis a draw (sampling): round again.
-    assert [h["tokens"].tolist() for h in most_frequent_outputs([[best[0]], [best[1]]], 3)] == [[6, 2], [5, 2], [6, 2]]
+    assert tokens(most_frequent_outputs([[hypothesis([5, 2], -2.0)], [hypothesis([6, 2], -1.0)]], 3)) \
+        == [[6, 2], [5, 2], [6, 2]]
 
 
 @pytest.fixture(scope="module")
