@@ -13,6 +13,7 @@ the number of different outputs per sentence, each decoded from its own z ~ p(z|
 ``fairseq-generate --latent-samples n`` prints). Checkpoints load through the plugin's safe loader.
 """
 
+import logging
 import os
 from typing import List, Optional, Union
 
@@ -24,6 +25,16 @@ from fairseq_svae.generation.latent_samples import CANDIDATES_KEY, SAMPLES_KEY, 
 from fairseq_svae.models.sentence_cvae import is_conditional_vae
 
 Sentences = Union[str, List[str]]
+logger = logging.getLogger(__name__)
+# sentencepiece marks a word's first piece with this character.
+SENTENCEPIECE_WORD_START = "\u2581"
+
+
+def looks_like_sentencepiece(dictionary) -> bool:
+    """Whether a fairseq dictionary holds sentencepiece pieces: a tenth or more of its symbols
+    (beyond the special ones) start a word with sentencepiece's mark; a word-level one has none."""
+    symbols = dictionary.symbols[dictionary.nspecial:]
+    return bool(symbols) and sum(symbol.startswith(SENTENCEPIECE_WORD_START) for symbol in symbols) >= 0.1 * len(symbols)
 
 
 class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
@@ -35,6 +46,13 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
                 f"expected one conditional VAE (--arch sentence_cvae), got "
                 f"{', '.join(type(model).__name__ for model in models)}")
         super().__init__(cfg, task, models)
+        if self.bpe is None and looks_like_sentencepiece(self.src_dict):
+            # Not an error: sentences already split into pieces still translate.
+            logger.warning(
+                "the model's dictionary holds sentencepiece pieces but no bpe was given, so a sentence "
+                "would be split at spaces into words the model has never seen and the outputs left as "
+                "pieces; pass bpe='sentencepiece', sentencepiece_model='<the spm.model it was trained "
+                "with>' to from_pretrained (the recipes' is WORK_DIR/spm/spm.model)")
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",

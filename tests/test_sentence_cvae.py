@@ -1,6 +1,7 @@
 """The conditional Sentence VAE (--arch sentence_cvae) under fairseq's own --task translation:
 real fairseq-preprocess / fairseq-train / fairseq-generate on a slice of Multi30k (en -> de)."""
 
+import logging
 import math
 import re
 from collections import Counter
@@ -291,6 +292,26 @@ def hub(multi30k_bin, trained_cvae):
     checkpoint, _ = trained_cvae
     return SentenceCVAEModel.from_pretrained(str(checkpoint.parent), checkpoint_file=checkpoint.name,
                                              data_name_or_path=str(multi30k_bin))
+
+
+def test_the_hub_warns_when_a_sentencepiece_model_is_loaded_without_its_bpe(hub, monkeypatch, caplog):
+    """A dictionary of sentencepiece pieces without bpe=... would split sentences at spaces into
+    unknown words: the hub says so and how to fix it; a word-level dictionary gets no warning."""
+    from fairseq.data import Dictionary
+
+    from fairseq_svae.conditional_hub_interface import ConditionalVAEHubInterface, looks_like_sentencepiece
+
+    pieces = Dictionary()
+    for symbol in ["\u2581a", "\u2581man", "s", "\u2581rides", "ing", "\u2581."]:
+        pieces.add_symbol(symbol)
+    assert looks_like_sentencepiece(pieces)
+    assert not looks_like_sentencepiece(hub.src_dict)
+    with caplog.at_level(logging.WARNING, logger="fairseq_svae.conditional_hub_interface"):
+        ConditionalVAEHubInterface(hub.cfg, hub.task, hub.models)
+        assert "sentencepiece" not in caplog.text
+        monkeypatch.setattr(hub.task, "src_dict", pieces)
+        ConditionalVAEHubInterface(hub.cfg, hub.task, hub.models)
+    assert "pass bpe='sentencepiece', sentencepiece_model=" in caplog.text
 
 
 def test_the_draws_differ_within_a_source_and_do_not_depend_on_the_batch(hub):
