@@ -151,7 +151,7 @@ def test_latent_samples_is_listed_by_fairseq_generate_help():
 
     help_text = options.get_generation_parser(default_task="translation").format_help()
     assert "--latent-samples N" in help_text and "--latent-scale S" in help_text
-    assert "--latent-candidates M" in help_text
+    assert "--latent-candidates M" in help_text and "--latent-distinct" in help_text
 
 
 def test_default_generation_is_one_output_per_source(multi30k_bin, trained_cvae):
@@ -173,13 +173,22 @@ def test_latent_samples_give_n_outputs_per_source_from_distinct_draws(multi30k_b
     assert hypotheses(generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--sampling", "--seed", "3")) == by_source
 
 
-def test_latent_samples_with_beam_search_are_different_outputs(multi30k_bin, trained_cvae):
-    """By construction: a beam of 5 finishes 5 different hypotheses for each draw, so the 5
-    outputs chosen among 20 draws (the default) are 5 different sentences for every source."""
+def test_latent_distinct_with_beam_search_gives_different_outputs(multi30k_bin, trained_cvae):
+    """By construction: a beam of 5 finishes 5 different hypotheses for each draw, so with
+    --latent-distinct the 5 outputs chosen among 20 draws are 5 different sentences for every
+    source; by default an output repeats only as often as its share of the draws allows, and the
+    repeated ones come first."""
     checkpoint, _ = trained_cvae
-    by_source = hypotheses(generate(multi30k_bin, checkpoint, "--latent-samples", "5", "--beam", "5", "--seed", "3"))
-    assert sorted(by_source) == list(range(PAIRS["test"]))
-    assert all(len(set(outputs)) == 5 for outputs in by_source.values())
+    options = ["--latent-samples", "5", "--beam", "5", "--seed", "3"]
+    distinct = hypotheses(generate(multi30k_bin, checkpoint, *options, "--latent-distinct"))
+    assert sorted(distinct) == list(range(PAIRS["test"]))
+    assert all(len(set(outputs)) == 5 for outputs in distinct.values())
+    default = hypotheses(generate(multi30k_bin, checkpoint, *options))
+    assert Counter(len(outputs) for outputs in default.values()) == {5: PAIRS["test"]}
+    for outputs in default.values():
+        # the copies of an output are side by side
+        blocks = [output for index, output in enumerate(outputs) if index == 0 or output != outputs[index - 1]]
+        assert len(blocks) == len(set(outputs))
 
 
 def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(multi30k_bin, trained_cvae):
@@ -209,7 +218,15 @@ def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(mu
                                            "--latent-samples", "3", "--cpu"])
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(checkpoint)], arg_overrides=ast.literal_eval(default.model_overrides))
-    assert task.build_generator(models, default).draws == 12  # 4N
+    default_generator = task.build_generator(models, default)
+    assert default_generator.draws == 12 and not default_generator.distinct  # 4N, repeats by share
+    distinct = options.parse_args_and_arch(options.get_generation_parser(default_task="translation"),
+                                           [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
+                                            "--latent-samples", "3", "--latent-distinct", "--cpu"])
+    overrides = ast.literal_eval(distinct.model_overrides)
+    assert overrides["latent_distinct"] is True
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+    assert models[0].latent_distinct and task.build_generator(models, distinct).distinct
 
 
 @pytest.mark.parametrize("scale", ["0", "-1"])
@@ -237,6 +254,7 @@ def test_fewer_latent_candidates_than_outputs_are_refused(multi30k_bin, trained_
 @pytest.mark.parametrize("option, message", [
     (["--latent-scale", "0.5"], "--latent-scale scales the draws of --latent-samples N"),
     (["--latent-candidates", "9"], "--latent-candidates M chooses the outputs of --latent-samples N"),
+    (["--latent-distinct"], "--latent-distinct keeps the outputs of --latent-samples N different"),
 ])
 def test_latent_options_without_latent_samples_are_one_error_line(multi30k_bin, trained_cvae, option, message):
     result = run_command("fairseq-generate", multi30k_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
@@ -249,7 +267,8 @@ def test_latent_options_without_latent_samples_are_one_error_line(multi30k_bin, 
 def test_most_frequent_outputs_rank_by_count_then_probability_mass():
     """By construction: different outputs by tokens, most frequent best output first, ties to the
     greater probability mass sum_k p(y|x,z_k) over the beams that found it, each as its best-scored
-    hypothesis; fewer different best outputs than asked: the beams' other hypotheses fill in, the
+    hypothesis; fewer different best outputs than asked: the frequent ones again up to their
+    rounded share of the n (distinct=True: not at all), then the beams' other hypotheses, the
     greatest mass first (not the most often found), and only then do the chosen ones come round."""
     from fairseq_svae.generation.latent_samples import draws_log_mass, most_frequent_outputs
 
@@ -279,10 +298,22 @@ def test_most_frequent_outputs_rank_by_count_then_probability_mass():
     beams = [[hypothesis([5, 2], -0.5), hypothesis([7, 2], -5.0), hypothesis([9, 2], -7.0)],
              [hypothesis([5, 2], -0.6), hypothesis([7, 2], -5.0)],
              [hypothesis([8, 2], -0.4), hypothesis([6, 2], -1.0), hypothesis([5, 2], -3.0)]]
-    assert tokens(most_frequent_outputs(beams, 5)) == [[5, 2], [8, 2], [6, 2], [7, 2], [9, 2]]
-    # One hypothesis a draw (sampling): round again.
-    assert tokens(most_frequent_outputs([[hypothesis([5, 2], -2.0)], [hypothesis([6, 2], -1.0)]], 3)) \
-        == [[6, 2], [5, 2], [6, 2]]
+    assert tokens(most_frequent_outputs(beams, 5, distinct=True)) == [[5, 2], [8, 2], [6, 2], [7, 2], [9, 2]]
+    # By default: 5 (2 of 3 draws: 3.33 of 5 outputs, so 3) and 8 (1.67, so 2) fill the five.
+    assert tokens(most_frequent_outputs(beams, 5)) == [[5, 2]] * 3 + [[8, 2]] * 2
+    # Shares rounded half up and given out by draws per copy (Adams): of 20 draws, 14 for 5 and 6
+    # for 6 (3.5 and 1.5 of 5) give 5, 5, 5 and 6, 6; four different best outputs of four draws
+    # (1.25 each) leave a fifth for the beams' likeliest other hypothesis.
+    twenty = [[hypothesis([5, 2], -1.0)]] * 14 + [[hypothesis([6, 2], -1.0)]] * 6
+    assert tokens(most_frequent_outputs(twenty, 5)) == [[5, 2]] * 3 + [[6, 2]] * 2
+    four = [[hypothesis([token, 2], -1.0), hypothesis([9, 2], -4.0)] for token in (5, 6, 7, 8)]
+    assert sorted(tokens(most_frequent_outputs(four, 5))[:4]) == [[5, 2], [6, 2], [7, 2], [8, 2]]
+    assert tokens(most_frequent_outputs(four, 5))[4] == [9, 2]
+    # One hypothesis a draw (sampling): 6 (the likelier) gets the fifth-share copy; with
+    # distinct=True the chosen ones round again.
+    sampled = [[hypothesis([5, 2], -2.0)], [hypothesis([6, 2], -1.0)]]
+    assert tokens(most_frequent_outputs(sampled, 3)) == [[6, 2], [6, 2], [5, 2]]
+    assert tokens(most_frequent_outputs(sampled, 3, distinct=True)) == [[6, 2], [5, 2], [6, 2]]
 
 
 @pytest.fixture(scope="module")
@@ -354,19 +385,27 @@ def test_hub_translates_n_outputs_per_sentence(hub):
     assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
     assert [len(per_sentence) for per_sentence in hub.translate(sentences, n=2, seed=5, beam=2, latent_scale=0.5,
                                                                 max_len_b=20)] == [2, 2]
-    with pytest.raises(OptionError, match="latent_scale and latent_candidates choose the draws of n outputs"):
+    with pytest.raises(OptionError, match="latent_scale, latent_candidates and latent_distinct choose the n outputs"):
         hub.translate(sentences, beam=2, latent_scale=0.5)
 
 
 def test_latent_candidates_keep_the_outputs_most_draws_gave(hub):
-    """n outputs chosen among m draws: all different (beam search fills in from the beams), and
-    those of the m draws' best outputs that are chosen are the most frequent (the same m draws
-    as n = m, one output each: the k-th draw of a source does not depend on how many are drawn)."""
+    """n outputs chosen among m draws: with latent_distinct all different (beam search fills in
+    from the beams), and those of the m draws' best outputs that are chosen are the most frequent
+    (the same m draws as n = m, one output each: the k-th draw of a source does not depend on how
+    many are drawn); by default the same different outputs, each at most its share of the n."""
     sentences = ["a man rides a bike .", "two dogs play in the snow .", "a girl in a red dress sings ."]
     every_draw = hub.translate(sentences, n=12, seed=7, beam=2, max_len_b=20, latent_scale=3.0, latent_candidates=12)
-    chosen = hub.translate(sentences, n=3, seed=7, beam=2, max_len_b=20, latent_scale=3.0)  # the default: 4 x 3 draws
-    assert [len(outputs) for outputs in chosen] == [3, 3, 3]
-    for outputs, draws in zip(chosen, every_draw):
+    chosen = hub.translate(sentences, n=3, seed=7, beam=2, max_len_b=20, latent_scale=3.0,
+                           latent_distinct=True)  # 4 x 3 draws
+    default = hub.translate(sentences, n=3, seed=7, beam=2, max_len_b=20, latent_scale=3.0)
+    assert [len(outputs) for outputs in chosen] == [3, 3, 3] == [len(outputs) for outputs in default]
+    for outputs, draws, repeating in zip(chosen, every_draw, default):
+        counts = Counter(draws)
+        assert all(copies <= math.floor(3 * counts[output] / 12 + 0.5) or copies == 1
+                   for output, copies in Counter(repeating).items())
+        # the same draws' outputs as with latent_distinct; repeats instead of the beams' fill-ins
+        assert {o for o in repeating if o in counts} == {o for o in outputs if o in counts}
         counts = Counter(draws)
         assert len(set(outputs)) == 3
         from_draws = [output for output in outputs if output in counts]
@@ -378,18 +417,22 @@ def test_latent_candidates_keep_the_outputs_most_draws_gave(hub):
         hub.translate(sentences, n=3, beam=2, latent_candidates=2)
 
 
-def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin, trained_cvae):
-    """--prior-draw-fraction 1: every sentence is decoded from z ~ p(z|x), so the reconstruction
-    term sends no gradient to q(z|x, y)'s head (only the KL does); at 0 it does."""
+def _trained_model_and_batch(checkpoint, data_bin, size=8):
     import fairseq_svae  # noqa: F401  (the plugin's safe checkpoint loading)
     from fairseq import checkpoint_utils
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(trained_cvae[0])], arg_overrides={"data": str(multi30k_bin)})
-    model = models[0].train()
+        [str(checkpoint)], arg_overrides={"data": str(data_bin)})
     task.load_dataset("test")
     dataset = task.dataset("test")
-    sample = dataset.collater([dataset[i] for i in range(8)])
+    return models[0], task, dataset.collater([dataset[i] for i in range(size)])
+
+
+def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin, trained_cvae):
+    """--prior-draw-fraction 1: every sentence is decoded from z ~ p(z|x), so the reconstruction
+    term sends no gradient to q(z|x, y)'s head (only the KL does); at 0 it does."""
+    model, _, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model.train()
 
     def reconstruction_gradients(fraction):
         model.prior_draw_fraction = fraction
@@ -404,6 +447,70 @@ def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin
     assert prior_head.abs().sum() > 0
     posterior_head, _ = reconstruction_gradients(0.0)
     assert posterior_head.abs().sum() > 0
+
+
+def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likeliest(multi30k_bin, trained_cvae):
+    """--prior-draw-best-of K: of K draws z ~ p(z|x), the one that gives the target the highest
+    likelihood (scored here independently, through the model's normalized probabilities without
+    dropout); the chosen draw stays reparameterized, so the prior head gets the gradient."""
+    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN, targets_of
+    from fairseq_svae.models.sentence_vae_encoder import LATENT
+
+    model, task, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model.train()
+    net_input, draws = sample["net_input"], 6
+    dictionary = task.target_dictionary
+    assert torch.equal(targets_of(net_input["prev_output_tokens"], dictionary.pad(), dictionary.eos()),
+                       sample["target"])
+    model.prior_draw_best_of = draws
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    rows = torch.tensor([0, 2, 3, 7])
+    torch.manual_seed(11)
+    chosen = model.best_prior_draws(encoder_out, net_input["prev_output_tokens"], rows)
+    assert model.training and model.decoder.training  # scored in eval mode, then put back
+
+    torch.manual_seed(11)
+    mean = encoder_out[PRIOR_MEAN][rows].detach()
+    candidates = mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+    model.eval()
+    with torch.no_grad():
+        log_likelihoods = []
+        for candidate in candidates:
+            scored = model.encoder.reorder_encoder_out(encoder_out, rows)
+            scored[LATENT] = candidate
+            output = model.decoder(net_input["prev_output_tokens"][rows], encoder_out=scored)
+            log_probs = model.get_normalized_probs(output, log_probs=True)
+            target = sample["target"][rows]
+            token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            log_likelihoods.append(token_log_probs.masked_fill(target.eq(dictionary.pad()), 0).sum(-1))
+    best = torch.stack(log_likelihoods).argmax(0)
+    assert torch.allclose(chosen.detach(), candidates[best, torch.arange(len(rows))], atol=1e-6)
+
+    chosen.sum().backward()
+    assert model.encoder.to_prior.weight.grad.abs().sum() > 0
+
+
+def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path):
+    result = run_command(*train_command(multi30k_bin, tmp_path / "best-of", "--max-update", "6",
+                                        "--prior-draw-fraction", "0.5", "--prior-draw-best-of", "3",
+                                        "--no-save"))
+    records = json_log_records(result.stdout + result.stderr, "train_inner")
+    assert records and all(math.isfinite(float(record["loss"])) for record in records)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"prior_draw_best_of": 0}, "--prior-draw-best-of must be at least 1, got 0"),
+    ({"prior_draw_best_of": 4}, "--prior-draw-best-of 4 chooses among the draws of --prior-draw-fraction, which is 0"),
+])
+def test_prior_draw_best_of_without_prior_draws_is_refused(options, message):
+    from argparse import Namespace
+
+    from fairseq_svae.models.sentence_cvae import base_architecture, check_options
+
+    args = Namespace(**options)
+    base_architecture(args)
+    with pytest.raises(OptionError, match=re.escape(message)):
+        check_options(args)
 
 
 def test_prior_draw_fraction_out_of_range_is_refused():

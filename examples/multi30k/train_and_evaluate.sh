@@ -61,9 +61,11 @@ if [ -f "$lstm" ]; then
 fi
 [ -f "$moe" ] && settings+=(--setting "hMoEup ${MOE_EXPERTS:-5} experts" "$moe" "${moe_task_options[*]} --beam 5")
 if [ -f "$cvae" ]; then
-  # Five outputs: the five most frequent of twenty draws' (the default), and one a draw.
+  # Five outputs: the most frequent of twenty draws' (the default: an output most draws agree
+  # on comes again, up to its share), the same kept five different, and one a draw.
   settings+=(--setting "CVAE prior mean, beam 5" "$cvae" "--beam 5"
-             --setting "CVAE 5 different outputs of 20 draws of z, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --beam 5"
+             --setting "CVAE 5 outputs of 20 draws of z, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --beam 5"
+             --setting "CVAE 5 different outputs of 20 draws of z, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --latent-distinct --beam 5"
              --setting "CVAE 5 draws of z, one output each, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --latent-candidates 5 --beam 5"
              --nll CVAE "$cvae")
 fi

@@ -14,7 +14,9 @@ Translation"):
 Training (``--criterion annealed_elbo``) decodes from z ~ q(z|x, y) and pays KL(q || p) with p
 learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's sentences is decoded
 from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
-the decoder on the prior's codes that generation reads); generation decodes from the prior mean,
+the decoder on the prior's codes that generation reads; ``--prior-draw-best-of K`` decodes each
+of them from the best of K draws, the one under which its target is likeliest: hard EM over the
+prior's codes, so that different draws learn different good outputs); generation decodes from the prior mean,
 or, with ``--latent-samples N``
 (:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each
 (``--latent-scale S`` scales their spread about the prior mean).
@@ -40,6 +42,7 @@ from fairseq_svae.errors import OptionError
 from fairseq_svae.gaussian import clamp_logvar, reparameterize
 from fairseq_svae.models.sentence_vae_decoder import word_dropout
 from fairseq_svae.models.sentence_vae_encoder import LATENT, POSTERIOR_LOGVAR, POSTERIOR_MEAN
+from fairseq_svae.token_nll import token_nll
 
 # Keys of the encoder output and of the model's extra output. The criterion pays
 # KL(posterior || prior) when the model's output carries PRIOR_MEAN (see annealed_elbo).
@@ -187,6 +190,13 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                                  "objective; the KL is still paid for every sentence): the decoder "
                                  "then also learns from the prior's codes, which generation decodes "
                                  "from. 0 = the ELBO alone")
+        parser.add_argument("--prior-draw-best-of", type=int, metavar="K",
+                            help="with --prior-draw-fraction: each sentence decoded from the prior "
+                                 "learns from the best of K draws z ~ p(z|x), the one under which "
+                                 "its target is likeliest (hard EM over the prior's codes, as "
+                                 "translation_moe's hMoE trains the best expert of each pair), so "
+                                 "that different regions of p(z|x) learn different good outputs; "
+                                 "costs K forward passes of those sentences. 1 = one draw")
         parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
                             help="BN-VAE is not available for sentence_cvae (its prior is learned); "
                                  "only 0 is accepted")
@@ -230,17 +240,22 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             share_input_output_embed=args.share_decoder_input_output_embed,
         )
         return cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
-                   latent_candidates=args.latent_candidates, prior_draw_fraction=args.prior_draw_fraction)
+                   latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
+                   prior_draw_fraction=args.prior_draw_fraction,
+                   prior_draw_best_of=args.prior_draw_best_of)
 
     def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
-                 latent_candidates: int = 0, prior_draw_fraction: float = 0.0):
+                 latent_candidates: int = 0, latent_distinct: bool = False, prior_draw_fraction: float = 0.0,
+                 prior_draw_best_of: int = 1):
         super().__init__(encoder, decoder)
         # Generation's choices, set by fairseq-generate --latent-samples / --latent-scale /
-        # --latent-candidates.
+        # --latent-candidates / --latent-distinct.
         self.latent_samples = latent_samples
         self.latent_scale = latent_scale
         self.latent_candidates = latent_candidates
+        self.latent_distinct = latent_distinct
         self.prior_draw_fraction = prior_draw_fraction
+        self.prior_draw_best_of = prior_draw_best_of
         # The update in progress: fairseq's train_step tells every model (set_num_updates),
         # while only some tasks tell the criterion, whose KL schedule needs it.
         self.num_updates = 0
@@ -275,6 +290,10 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         if self.training and self.prior_draw_fraction > 0:
             from_prior = torch.rand(latent.size(0), 1, device=latent.device) < self.prior_draw_fraction
             prior_draw = reparameterize(encoder_out[PRIOR_MEAN], encoder_out[PRIOR_LOGVAR])
+            if self.prior_draw_best_of > 1 and from_prior.any():
+                rows = from_prior.squeeze(1).nonzero().squeeze(1)
+                prior_draw = prior_draw.index_copy(
+                    0, rows, self.best_prior_draws(encoder_out, prev_output_tokens, rows))
             latent = torch.where(from_prior, prior_draw, latent)
         encoder_out = dict(encoder_out, **{LATENT: latent})
         output, attention = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only)
@@ -286,6 +305,41 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             PRIOR_LOGVAR: encoder_out[PRIOR_LOGVAR],
         }
         return output, extra
+
+
+    def best_prior_draws(self, encoder_out: Dict, prev_output_tokens: Tensor, rows: Tensor) -> Tensor:
+        """For each sentence in ``rows``, of K = ``prior_draw_best_of`` draws z ~ p(z|x) the one
+        under which the decoder gives the sentence's target the highest likelihood
+        (reparameterized: the chosen draw still trains the prior). The K x rows scoring passes
+        run without gradients."""
+        draws = self.prior_draw_best_of
+        mean, logvar = encoder_out[PRIOR_MEAN].index_select(0, rows), encoder_out[PRIOR_LOGVAR].index_select(0, rows)
+        eps = torch.randn(draws, *mean.shape, device=mean.device, dtype=mean.dtype)
+        candidates = mean + (0.5 * logvar).exp() * eps  # K x R x D
+        pad, eos = self.decoder.dictionary.pad(), self.decoder.dictionary.eos()
+        # Scored as generation would decode them: without dropout (fairseq's translation_moe
+        # also assigns each pair to its expert in eval mode).
+        with torch.no_grad(), utils.model_eval(self.decoder):
+            repeated_rows = rows.repeat(draws)  # draw k of row r at k * R + r
+            scored_out = self.encoder.reorder_encoder_out(encoder_out, repeated_rows)
+            scored_out[LATENT] = candidates.detach().reshape(-1, mean.size(-1))
+            inputs = prev_output_tokens.index_select(0, repeated_rows)
+            features, _ = self.decoder(inputs, encoder_out=scored_out, features_only=True)
+            targets = targets_of(inputs, pad, eos)
+            is_token = targets.ne(pad)
+            nll = features.new_zeros(targets.shape, dtype=torch.float)
+            nll[is_token] = token_nll(self.decoder.output_layer(features[is_token]), targets[is_token])
+            best = nll.sum(dim=1).view(draws, rows.numel()).argmin(dim=0)  # R
+        return candidates[best, torch.arange(rows.numel(), device=rows.device)]
+
+
+def targets_of(prev_output_tokens: Tensor, pad: int, eos: int) -> Tensor:
+    """The targets that fairseq's translation batches pair with ``prev_output_tokens`` (the
+    target moved one step right, starting with end-of-sentence, padded on the right): the same
+    tokens one step left, ending with end-of-sentence."""
+    lengths = prev_output_tokens.ne(pad).long().sum(dim=1)
+    targets = torch.cat([prev_output_tokens[:, 1:], prev_output_tokens.new_full((prev_output_tokens.size(0), 1), pad)], dim=1)
+    return targets.scatter(1, (lengths - 1).unsqueeze(1), eos)
 
 
 def is_conditional_vae(model) -> bool:
@@ -333,6 +387,11 @@ def check_options(args) -> None:
         raise OptionError(f"--word-dropout must be in [0, 1], got {args.word_dropout}")
     if not 0.0 <= args.prior_draw_fraction <= 1.0:
         raise OptionError(f"--prior-draw-fraction must be in [0, 1], got {args.prior_draw_fraction}")
+    if args.prior_draw_best_of < 1:
+        raise OptionError(f"--prior-draw-best-of must be at least 1, got {args.prior_draw_best_of}")
+    if args.prior_draw_best_of > 1 and args.prior_draw_fraction == 0:
+        raise OptionError(f"--prior-draw-best-of {args.prior_draw_best_of} chooses among the draws of "
+                          f"--prior-draw-fraction, which is 0; add --prior-draw-fraction F (e.g. 0.25)")
     if args.latent_samples < 0:
         raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
     check_latent_scale(args.latent_scale)
@@ -361,10 +420,12 @@ def base_architecture(args):
     fairseq_lstm.base_architecture(args)  # fairseq lstm's sizes and dropouts: one home for them
     args.latent_dim = getattr(args, "latent_dim", 32)
     args.word_dropout = getattr(args, "word_dropout", 0.0)
-    # Generation only: fairseq-generate --latent-samples N, --latent-scale S and
-    # --latent-candidates M set them (see generation.latent_samples; 0 candidates: the default).
+    # Generation only: fairseq-generate --latent-samples N, --latent-scale S,
+    # --latent-candidates M and --latent-distinct set them (see generation.latent_samples; 0 candidates: the default).
     args.latent_samples = getattr(args, "latent_samples", 0)
     args.latent_scale = getattr(args, "latent_scale", 1.0)
     args.latent_candidates = getattr(args, "latent_candidates", 0)
+    args.latent_distinct = getattr(args, "latent_distinct", False)
     args.prior_draw_fraction = getattr(args, "prior_draw_fraction", 0.0)
+    args.prior_draw_best_of = getattr(args, "prior_draw_best_of", 1)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
