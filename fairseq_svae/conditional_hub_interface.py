@@ -73,8 +73,8 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
         """Outputs for each sentence, with fairseq's search (``beam``, or ``sampling=True``).
 
         ``n`` = None: one output per sentence, decoded from the prior mean (a string per
-        sentence, as fairseq's ``translate``). ``n`` = k: k different outputs per sentence (a list
-        of k strings per sentence), each decoded from its own draw z_i ~ p(z|x): the most
+        sentence, as fairseq's ``translate``). ``n`` = k: k outputs per sentence (a list of k
+        strings per sentence), each decoded from its own draw z_i ~ p(z|x): the most
         frequent outputs of m = 4k draws (``--latent-samples k``; an output that most draws agree
         on comes again, up to its share of the k, unless ``latent_distinct``, as
         ``--latent-distinct``); ``seed`` fixes

@@ -16,7 +16,8 @@ or with ``--latent-distinct`` (N different outputs, for users who want variety a
 the other hypotheses of the draws' beams fill in, the greatest probability mass first (with
 ``--sampling``, one sentence a draw, the chosen ones come round again). ``--latent-candidates
 M`` sets M (M = N: one output a draw, in the order of the draws, repeats included: the fast
-choice). Without ``--latent-samples`` a conditional VAE decodes once, from the prior mean. ``--latent-scale S`` draws z_k = mu + S * sigma * eps_k: below 1 the outputs
+choice). Without ``--latent-samples`` a conditional VAE decodes once, from the prior mean.
+``--latent-scale S`` draws z_k = mu + S * sigma * eps_k: below 1 the outputs
 keep closer to the prior mean's (better, less different), above 1 they spread further; the
 eps_k are the same for every S, so a source's k-th draw moves along one direction as S changes.
 
@@ -24,9 +25,10 @@ How it gets there, with fairseq's own translation task (:func:`install`, at plug
 
 - fairseq's generation parser gets ``--latent-samples``, ``--latent-scale``,
   ``--latent-candidates`` and ``--latent-distinct`` (so ``fairseq-generate --help`` and
-  ``fairseq-interactive --help`` list them). fairseq's configuration keeps only the options of its dataclasses, so the parsed
-  values travel as model overrides (``--model-overrides``, fairseq's channel for
-  generation-time model options) to the model's ``latent_samples`` and the others;
+  ``fairseq-interactive --help`` list them). fairseq's configuration keeps only the options of
+  its dataclasses, so the parsed values travel as model overrides (``--model-overrides``,
+  fairseq's channel for generation-time model options) to the model's ``latent_samples`` and the
+  others;
   unless the command line sets them, ``--nbest`` becomes N (all N are printed) and, with
   ``--sampling``, ``--beam`` too (fairseq-generate wants them equal when sampling);
 - ``FairseqTask.build_generator``, which every task's generator comes from, wraps fairseq's
@@ -128,10 +130,10 @@ def most_frequent_outputs(draws: List[List[dict]], n: int, distinct: bool = Fals
     log_mass, representative, counts = _outputs_found(draws)
     chosen = sorted(counts, key=lambda key: (-counts[key], -log_mass[key]))[:n]
     copies = Counter(chosen)
+    # Each output's share of the n, rounded half up (Python's round() would round 2.5 to 2).
+    most_copies = {key: math.floor(n * counts[key] / len(draws) + 0.5) for key in chosen}
     while not distinct and len(chosen) < n:
-        share = {key: n * counts[key] / len(draws) for key in copies}
-        # round(share) copies at most, half up (Python's round() would round 2.5 to 2)
-        room = [key for key in copies if copies[key] < math.floor(share[key] + 0.5)]
+        room = [key for key in copies if copies[key] < most_copies[key]]
         if not room:
             break
         chosen.append(max(room, key=lambda key: (counts[key] / copies[key], counts[key], log_mass[key])))
@@ -271,9 +273,10 @@ def _with_latent_samples_option(original):
                                 "keeps the outputs closer to the prior mean's (better, less different) "
                                 "and S > 1 spreads them (default 1: z ~ p(z|x))")
         group.add_argument(CANDIDATES_OPTION, type=int, default=None, metavar="M",
-                           help=f"with {OPTION} N: decode M >= N draws of z and print the N different "
-                                "outputs that the most draws gave (fewer than N: the beams' "
-                                "likeliest other hypotheses fill in); M = N prints one output a "
+                           help=f"with {OPTION} N: decode M >= N draws of z and print the N "
+                                "outputs that the most draws gave (fewer than N: the frequent "
+                                "ones again by their share, then the beams' likeliest other "
+                                "hypotheses); M = N prints one output a "
                                 "draw, repeats included (default: 4N)")
         group.add_argument(DISTINCT_OPTION, action="store_true", default=None,
                            help=f"with {OPTION} N: always N different outputs (where the draws give "

@@ -16,8 +16,8 @@ learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's s
 from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
 the decoder on the prior's codes that generation reads; ``--prior-draw-best-of K`` decodes each
 of them from the best of K draws, the one under which its target is likeliest: hard EM over the
-prior's codes, so that different draws learn different good outputs); generation decodes from the prior mean,
-or, with ``--latent-samples N``
+prior's codes, so that different draws learn different good outputs); generation decodes from
+the prior mean, or, with ``--latent-samples N``
 (:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each
 (``--latent-scale S`` scales their spread about the prior mean).
 Defaults live in :func:`base_architecture`, which takes fairseq ``lstm``'s for every size.
@@ -306,7 +306,6 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         }
         return output, extra
 
-
     def best_prior_draws(self, encoder_out: Dict, prev_output_tokens: Tensor, rows: Tensor) -> Tensor:
         """For each sentence in ``rows``, of K = ``prior_draw_best_of`` draws z ~ p(z|x) the one
         under which the decoder gives the sentence's target the highest likelihood
@@ -314,8 +313,7 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         run without gradients."""
         draws = self.prior_draw_best_of
         mean, logvar = encoder_out[PRIOR_MEAN].index_select(0, rows), encoder_out[PRIOR_LOGVAR].index_select(0, rows)
-        eps = torch.randn(draws, *mean.shape, device=mean.device, dtype=mean.dtype)
-        candidates = mean + (0.5 * logvar).exp() * eps  # K x R x D
+        candidates = reparameterize(mean.expand(draws, -1, -1), logvar.expand(draws, -1, -1))  # K x R x D
         pad, eos = self.decoder.dictionary.pad(), self.decoder.dictionary.eos()
         # Scored as generation would decode them: without dropout (fairseq's translation_moe
         # also assigns each pair to its expert in eval mode).
@@ -338,7 +336,8 @@ def targets_of(prev_output_tokens: Tensor, pad: int, eos: int) -> Tensor:
     target moved one step right, starting with end-of-sentence, padded on the right): the same
     tokens one step left, ending with end-of-sentence."""
     lengths = prev_output_tokens.ne(pad).long().sum(dim=1)
-    targets = torch.cat([prev_output_tokens[:, 1:], prev_output_tokens.new_full((prev_output_tokens.size(0), 1), pad)], dim=1)
+    padding = prev_output_tokens.new_full((prev_output_tokens.size(0), 1), pad)
+    targets = torch.cat([prev_output_tokens[:, 1:], padding], dim=1)
     return targets.scatter(1, (lengths - 1).unsqueeze(1), eos)
 
 
@@ -420,8 +419,8 @@ def base_architecture(args):
     fairseq_lstm.base_architecture(args)  # fairseq lstm's sizes and dropouts: one home for them
     args.latent_dim = getattr(args, "latent_dim", 32)
     args.word_dropout = getattr(args, "word_dropout", 0.0)
-    # Generation only: fairseq-generate --latent-samples N, --latent-scale S,
-    # --latent-candidates M and --latent-distinct set them (see generation.latent_samples; 0 candidates: the default).
+    # Generation only: fairseq-generate --latent-samples N, --latent-scale S, --latent-candidates
+    # M and --latent-distinct set them (see generation.latent_samples; 0 candidates: the default).
     args.latent_samples = getattr(args, "latent_samples", 0)
     args.latent_scale = getattr(args, "latent_scale", 1.0)
     args.latent_candidates = getattr(args, "latent_candidates", 0)
