@@ -6,12 +6,14 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from fairseq_svae.gaussian import gaussian_log_density, reparameterize
+from fairseq_svae.gaussian import gaussian_log_density, reparameterize, standard_normal_log_density
 from fairseq_svae.importance_sampling import (
     active_units,
     iw_nll,
     log_importance_weights,
+    mixture_log_density,
     mutual_information,
+    prior_proposal_draws,
     sampled_neg_elbo,
 )
 
@@ -79,6 +81,59 @@ def test_one_sample_is_the_one_sample_elbo(data):
     ).double()
     assert torch.allclose(iw_nll(log_weights), -elbo, atol=1e-4)
     assert torch.equal(iw_nll(log_weights), sampled_neg_elbo(log_weights))
+
+
+def defensive_log_weights(x, posterior_mean, posterior_logvar, samples, prior_draws, seed=0):
+    """log w (K, B) for the toy model with the last ``prior_draws`` of the K drawn from p(z) and
+    the others from q, every weight over the mixture's density."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (samples,) + tuple(posterior_mean.shape)
+    eps = torch.randn(shape, generator=generator)
+    from_q = (torch.arange(samples) < samples - prior_draws).view(-1, 1, 1)
+    z = torch.where(from_q, posterior_mean + torch.exp(0.5 * posterior_logvar) * eps, eps)
+    log_joint = (gaussian_log_density(x.unsqueeze(0), z, torch.full_like(z, math.log(NOISE**2)))
+                 + standard_normal_log_density(z)).double()
+    zeros = torch.zeros_like(posterior_mean)
+    return log_joint - mixture_log_density(z, posterior_mean, posterior_logvar, zeros, zeros, prior_draws)
+
+
+def test_prior_proposal_draws_rounds_the_share_and_keeps_one_draw_from_q():
+    assert prior_proposal_draws(100, 0.0) == 0
+    assert prior_proposal_draws(100, 0.3) == 30
+    assert prior_proposal_draws(10, 0.25) == 3  # 2.5 rounds up
+    assert prior_proposal_draws(1, 0.9) == 0  # the ELBO needs a draw from q
+    for share in (1.0, -0.1):
+        with pytest.raises(ValueError, match="must be in \\[0, 1\\)"):
+            prior_proposal_draws(10, share)
+
+
+def test_mixture_log_density_is_the_mixture_of_the_two_gaussians():
+    generator = torch.Generator().manual_seed(3)
+    q_mean, q_logvar = torch.randn(5, DIM, generator=generator), torch.randn(5, DIM, generator=generator)
+    p_mean, p_logvar = torch.randn(5, DIM, generator=generator), torch.randn(5, DIM, generator=generator)
+    z = torch.randn(8, 5, DIM, generator=generator)
+    q = Normal(q_mean, torch.exp(0.5 * q_logvar)).log_prob(z).sum(-1).double()
+    p = Normal(p_mean, torch.exp(0.5 * p_logvar)).log_prob(z).sum(-1).double()
+    assert torch.allclose(mixture_log_density(z, q_mean, q_logvar, p_mean, p_logvar, 0), q, atol=1e-4)
+    expected = torch.log(0.75 * q.exp() + 0.25 * p.exp())  # 2 of the 8 draws from p
+    assert torch.allclose(mixture_log_density(z, q_mean, q_logvar, p_mean, p_logvar, 2), expected, atol=1e-4)
+
+
+def test_a_defensive_proposal_stays_unbiased_and_is_tighter_when_q_is_too_narrow(data):
+    # q centred on the true posterior but a third of its width: the ELBO's usual error.
+    shrink = 1 / (1 + NOISE**2)
+    mean, logvar = data * shrink, torch.full_like(data, math.log(NOISE**2 * shrink / 9))
+    truth = exact_nll(data)
+    plain = iw_nll(defensive_log_weights(data, mean, logvar, samples=20, prior_draws=0))
+    defensive_weights = defensive_log_weights(data, mean, logvar, samples=20, prior_draws=6)
+    defensive = iw_nll(defensive_weights)
+    # Unbiased: the mean of the weights estimates p(x), so p_hat / p(x) averages 1 over 2,000
+    # sentences (its spread is bounded: every weight is at most p(x|z) p(z) / (0.3 p(z))).
+    ratio = torch.exp(truth - defensive)
+    assert abs(float(ratio.mean()) - 1.0) < 4 * float(ratio.std()) / math.sqrt(len(ratio))
+    # Still an upper bound on the NLL on average, and far closer to it than q's draws alone.
+    assert float(defensive.mean()) > float(truth.mean()) - 0.01
+    assert float(plain.mean() - truth.mean()) > 1.5 * float(defensive.mean() - truth.mean()) + 0.2
 
 
 def test_log_mean_exp_is_stable_for_large_log_weights():

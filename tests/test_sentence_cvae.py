@@ -1,9 +1,12 @@
 """The conditional Sentence VAE (--arch sentence_cvae) under fairseq's own --task translation:
 real fairseq-preprocess / fairseq-train / fairseq-generate on a slice of Multi30k (en -> de)."""
 
+import json
 import logging
 import math
 import re
+import sys
+from argparse import Namespace
 from collections import Counter
 from pathlib import Path
 
@@ -541,11 +544,84 @@ def test_importance_weighted_nll_bounds(hub, multi30k_bin, trained_cvae):
     assert bool((many["iw_nll"] <= many["sampled_neg_elbo"] + 1e-9).all())
     assert bool((many["kl"] >= 0).all()) and bool(torch.isfinite(many["iw_nll"]).all())
     # The draws of a sentence are its own stream's: K = 4 gives the first 4 of K = 16's.
-    assert torch.allclose(conditional_log_weights(model, sample, 4, seed=7),
-                          conditional_log_weights(model, sample, 16, seed=7)[:4], atol=1e-6)
+    assert torch.allclose(conditional_log_weights(model, sample, 4, seed=7, prior_share=0),
+                          conditional_log_weights(model, sample, 16, seed=7, prior_share=0)[:4], atol=1e-6)
     totals = score_split(str(trained_cvae[0]), str(multi30k_bin), "test", samples=4, seed=7,
-                         source_lang="en", target_lang="de")
-    assert totals["sentences"] == PAIRS["test"]
+                         source_lang="en", target_lang="de", prior_share=0)
+    assert totals["sentences"] == PAIRS["test"] and totals["prior_share"] == 0
     assert totals["iw_nll"] <= totals["sampled_neg_elbo"] + 1e-9
     assert totals["ppl"] == pytest.approx(math.exp(totals["iw_nll_per_token"]))
 
+
+def test_importance_samples_from_the_prior_reweighted_by_the_mixture(hub):
+    from fairseq_svae.conditional_likelihood import conditional_iw_nll, conditional_log_weights
+    from fairseq_svae.gaussian import gaussian_log_density
+    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
+
+    model = hub.models[0]
+    hub.task.load_dataset("test")
+    dataset = hub.task.dataset("test")
+    sample = dataset.collater([dataset[i] for i in range(12)])
+    # A quarter of K = 16 from p(z|x): the first 12 draws are still q's (the same eps), so the
+    # ELBO, estimated from q's draws alone, is the 12 q-only draws' ELBO.
+    mixed = conditional_iw_nll(model, sample, samples=16, seed=7, prior_share=0.25)
+    q_only = conditional_iw_nll(model, sample, samples=12, seed=7, prior_share=0)
+    assert torch.allclose(mixed["sampled_neg_elbo"], q_only["sampled_neg_elbo"])
+    assert torch.equal(mixed["kl"], q_only["kl"]) and bool(torch.isfinite(mixed["iw_nll"]).all())
+    # A q draw's weight differs from the q-only weight by q / r, r = 3/4 q + 1/4 p(z|x); checked
+    # here by recomputing the draws' densities independently of the estimator.
+    from fairseq_svae.generation.latent_draws import mixture_latents
+
+    net_input = sample["net_input"]
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    mean, logvar = model.encoder.posterior(encoder_out, net_input["prev_output_tokens"])
+    prior_mean, prior_logvar = encoder_out[PRIOR_MEAN], encoder_out[PRIOR_LOGVAR]
+    z = mixture_latents(mean, logvar, prior_mean, prior_logvar, sample["id"].tolist(), 7, 16, 4)
+    log_q = gaussian_log_density(z, mean, logvar).double()
+    log_p = gaussian_log_density(z, prior_mean, prior_logvar).double()
+    log_r = torch.log(0.75 * log_q.exp() + 0.25 * log_p.exp())
+    mixed_weights = conditional_log_weights(model, sample, 16, seed=7, prior_share=0.25)
+    q_weights = conditional_log_weights(model, sample, 12, seed=7, prior_share=0)
+    assert torch.allclose(mixed_weights[:12], q_weights + (log_q - log_r)[:12], atol=1e-4)
+    # The last 4 were drawn from the prior: near p(z|x)'s mean more than near q's, on average.
+    assert float((log_p - log_q)[12:].mean()) > float((log_p - log_q)[:12].mean())
+
+
+def test_prior_share_out_of_range_is_one_error_line(multi30k_bin, trained_cvae):
+    result = run_command(sys.executable, "-m", "fairseq_svae.conditional_likelihood", multi30k_bin,
+                         "--path", trained_cvae[0], "--prior-share", "1", "--cpu", check=False)
+    assert result.returncode == USER_ERROR_EXIT_STATUS
+    assert "error: OptionError: --prior-share is the share of the importance samples" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+
+def test_the_harness_estimates_the_cvae_likelihood_with_the_prior_share_it_is_given(multi30k_bin, trained_cvae,
+                                                                                     tmp_path):
+    from fairseq_svae.conditional_likelihood import score_split
+
+    checkpoint = str(trained_cvae[0])
+    run_command("svae-translation-eval", multi30k_bin, "--references", multi30k_bin.parent / "test.de",
+                "--output-dir", tmp_path / "out", "--generate-options", "--max-len-b 25",
+                "--setting", "cvae", checkpoint, "--beam 2", "--nll", "cvae", checkpoint,
+                "--iw-samples", "4", "--iw-prior-share", "0.25", "--seed", "3")
+    nll = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["nll"][0]
+    assert nll["method"] == "importance-weighted, K = 4 (1 from p(z|x))"
+    expected = score_split(checkpoint, str(multi30k_bin), "test", samples=4, seed=3, prior_share=0.25)
+    assert nll["nll_per_sentence"] == pytest.approx(expected["iw_nll"], rel=1e-6)
+    assert nll["negative_elbo"] == pytest.approx(expected["sampled_neg_elbo"], rel=1e-6)
+
+
+def test_no_repeat_ngram_size_blocks_on_the_cpu_for_the_translation_task(multi30k_bin, trained_cvae, hub):
+    """fairseq's CPU fallback of --no-repeat-ngram-size never blocks anything; the translation
+    task's generators (the CVAE's draws and fairseq's own models alike) get the plugin's blocker."""
+    from fairseq_svae.generation.ngram_blocking import PrefixNGramRepeatBlock
+    from fairseq_svae.text_statistics import has_repeated_ngram
+
+    generator = hub.task.build_generator(hub.models, Namespace(no_repeat_ngram_size=2, beam=2))
+    assert isinstance(generator.repeat_ngram_blocker, PrefixNGramRepeatBlock)
+    output = generate(multi30k_bin, trained_cvae[0], "--beam", "3", "--latent-samples", "3",
+                      "--no-repeat-ngram-size", "2")
+    hypotheses = [line.split("\t")[2].split() for line in output.splitlines() if line.startswith("H-")]
+    assert len(hypotheses) == 3 * PAIRS["test"]
+    assert not any(has_repeated_ngram(tokens, 2) for tokens in hypotheses)

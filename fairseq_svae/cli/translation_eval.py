@@ -18,7 +18,8 @@ with this plugin's safe checkpoint loading. Outputs are fairseq-generate's D- li
 reference files, which hold the split's target text as the data ships it, line i for source i;
 several files give several references per source. ``--nll NAME CHECKPOINT`` adds -log p(y | x)
 of the references, in nats per sentence: exact for a fairseq model (fairseq-generate
---score-reference), importance-weighted with ``--iw-samples`` K draws for a conditional VAE.
+--score-reference), importance-weighted with ``--iw-samples`` K draws for a conditional VAE (``--iw-prior-share``
+of them from its prior p(z | x), the others from q(z | x, y)).
 OUTPUT_DIR receives results.json, results.md and every fairseq-generate output.
 """
 
@@ -29,6 +30,7 @@ import shlex
 import sys
 
 from fairseq_svae.errors import exit_on_user_error
+from fairseq_svae.importance_sampling import DEFAULT_PRIOR_SHARE
 from fairseq_svae.translation_eval.generation import Setting
 from fairseq_svae.translation_eval.run import evaluate_translations
 
@@ -51,7 +53,11 @@ def get_parser() -> argparse.ArgumentParser:
                         help="also -log p(y | x) of the references under this model: exact, or "
                              "importance-weighted for a conditional VAE (sentence_cvae)")
     parser.add_argument("--iw-samples", type=int, default=100, metavar="K",
-                        help="draws z ~ q(z | x, y) per sentence for a conditional VAE's -log p(y | x)")
+                        help="importance samples z per sentence for a conditional VAE's -log p(y | x)")
+    parser.add_argument("--iw-prior-share", type=float, default=DEFAULT_PRIOR_SHARE, metavar="S",
+                        help="the share of the K samples drawn from the prior p(z | x) instead of "
+                             "q(z | x, y), each weighted by the mixture's density: a tighter "
+                             f"estimate at the same K (default {DEFAULT_PRIOR_SHARE}; 0: all from q)")
     parser.add_argument("--gen-subset", default="test", help="the split to decode (default: test)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch of fairseq-generate")
     parser.add_argument("--seed", type=int, default=1, help="fairseq-generate's --seed (for sampling settings)")
@@ -107,7 +113,7 @@ def main(argv=None) -> dict:
     settings = [Setting(name, checkpoint, shlex.split(options)) for name, checkpoint, options in triples]
     return evaluate_translations(args.data, args.references, settings, [tuple(pair) for pair in args.nll],
                                  args.output_dir, common_options(args), args.examples, args.title,
-                                 args.iw_samples)
+                                 args.iw_samples, args.iw_prior_share)
 
 
 def cli_main():

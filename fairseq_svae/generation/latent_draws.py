@@ -38,14 +38,34 @@ def posterior_latents(mean: Tensor, logvar: Tensor, ids: Iterable[int], seed: in
     stream (K x rows x dim); the single draw is the first of the K. Drawn on the CPU, so the
     codes are the same whatever the device (svae-eval's figures on a GPU match the CPU's).
     """
-    mean_cpu, logvar_cpu = mean.detach().float().cpu(), logvar.detach().float().cpu()
     draws = 1 if samples is None else samples
-    rows = [
-        reparameterize(mean_cpu[row].expand(draws, -1), logvar_cpu[row].expand(draws, -1), generator=generator)
-        for row, generator in enumerate(sample_generators(ids, seed))
-    ]
-    latents = torch.stack(rows, dim=1)
-    return (latents[0] if samples is None else latents).to(mean.device)
+    latents = _stream_draws(mean.unsqueeze(0).expand(draws, -1, -1), logvar.unsqueeze(0).expand(draws, -1, -1),
+                            ids, seed)
+    return latents[0] if samples is None else latents
+
+
+def mixture_latents(first_mean: Tensor, first_logvar: Tensor, second_mean: Tensor, second_logvar: Tensor,
+                    ids: Iterable[int], seed: int, samples: int, second_draws: int) -> Tensor:
+    """K = ``samples`` draws a row (K x rows x dim) from the row's stream: the first K - n from
+    N(first_mean, exp(first_logvar)), the last n = ``second_draws`` from the second Gaussian.
+
+    The k-th draw uses the k-th eps of the stream whichever Gaussian it comes from, so with
+    n = 0 these are :func:`posterior_latents`' draws of the first Gaussian.
+    """
+    if not 0 <= second_draws <= samples:
+        raise ValueError(f"second_draws must be in [0, {samples}], got {second_draws}")
+    from_first = (torch.arange(samples, device=first_mean.device) < samples - second_draws).view(-1, 1, 1)
+    mean = torch.where(from_first, first_mean.unsqueeze(0), second_mean.unsqueeze(0))
+    logvar = torch.where(from_first, first_logvar.unsqueeze(0), second_logvar.unsqueeze(0))
+    return _stream_draws(mean, logvar, ids, seed)
+
+
+def _stream_draws(mean: Tensor, logvar: Tensor, ids: Iterable[int], seed: int) -> Tensor:
+    """z[k, row] = mean[k, row] + std[k, row] * eps_k, eps_k the k-th of ids[row]'s stream (K x rows x dim)."""
+    mean_cpu, logvar_cpu = mean.detach().float().cpu(), logvar.detach().float().cpu()
+    rows = [reparameterize(mean_cpu[:, row], logvar_cpu[:, row], generator=generator)
+            for row, generator in enumerate(sample_generators(ids, seed))]
+    return torch.stack(rows, dim=1).to(mean.device)
 
 
 def prior_latents(ids: Iterable[int], latent_dim: int, seed: int, device=None) -> Tensor:

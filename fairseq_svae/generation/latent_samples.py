@@ -53,6 +53,7 @@ from fairseq.tasks import FairseqTask
 
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
 from fairseq_svae.generation.latent_draws import posterior_latents
+from fairseq_svae.generation.ngram_blocking import replace_fairseqs_blocker
 from fairseq_svae.models.sentence_cvae import (
     PRIOR_LOGVAR,
     PRIOR_MEAN,
@@ -237,6 +238,9 @@ def requested_samples(models, generation_args) -> int:
 def _latent_generator(original):
     def build_generator(self, models, args, *more, **kwargs):
         generator = original(self, models, args, *more, **kwargs)
+        # --no-repeat-ngram-size for every model of fairseq's own tasks (translation, lstm and
+        # translation_moe baselines included): fairseq's CPU fallback never blocks anything.
+        replace_fairseqs_blocker(generator)
         if getattr(args, "score_reference", False) or not models or not all(map(is_conditional_vae, models)):
             return generator
         samples = requested_samples(models, args)

@@ -48,8 +48,9 @@ def block_repeated_ngrams(prefix: Tensor, scores: Tensor, ngram_size: int) -> Te
 
 
 def replace_fairseqs_blocker(generator) -> None:
-    """Give a fairseq SequenceGenerator built with ``no_repeat_ngram_size`` a blocker that works."""
-    if generator.repeat_ngram_blocker is not None:
+    """Give a fairseq SequenceGenerator built with ``no_repeat_ngram_size`` a blocker that works
+    (other generators, such as --score-reference's scorer, have none and are left as they are)."""
+    if getattr(generator, "repeat_ngram_blocker", None) is not None:
         generator.repeat_ngram_blocker = PrefixNGramRepeatBlock(generator.repeat_ngram_blocker.no_repeat_ngram_size)
 
 

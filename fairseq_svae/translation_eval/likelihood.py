@@ -1,7 +1,8 @@
 """-log p(y | x) of the test translations, per sentence in nats, as the brown-bench protocol counts
 it (every target token and the end-of-sentence token; mean over sentences): exact for fairseq's
 own models, by ``fairseq-generate --score-reference``; for a conditional VAE (``--arch
-sentence_cvae``) the importance-weighted estimate with K draws from q(z | x, y), by
+sentence_cvae``) the importance-weighted estimate with K draws (a share from p(z | x), the others
+from q(z | x, y)), by
 ``python -m fairseq_svae.conditional_likelihood`` (:mod:`fairseq_svae.conditional_likelihood`).
 """
 
@@ -14,6 +15,7 @@ from typing import Sequence
 
 from fairseq_svae.checkpoint_io import load_checkpoint_state
 from fairseq_svae.errors import OptionError
+from fairseq_svae.importance_sampling import prior_proposal_draws
 from fairseq_svae.translation_eval.generation import (
     TRANSLATION_MOE,
     GenerationFailedError,
@@ -43,21 +45,23 @@ def checkpoint_arch_and_task(path: str):
 
 
 def reference_nll(name: str, checkpoint: str, data: str, common: Sequence[str], sources: int,
-                  output_dir: str, iw_samples: int) -> dict:
+                  output_dir: str, iw_samples: int, iw_prior_share: float) -> dict:
     """The exact NLL of a fairseq model, or the IW-NLL of a conditional VAE, by its arch."""
     arch, task = checkpoint_arch_and_task(checkpoint)
     if arch in CONDITIONAL_VAE_ARCHS:
-        return importance_weighted_nll(name, checkpoint, data, common, sources, output_dir, iw_samples)
+        return importance_weighted_nll(name, checkpoint, data, common, sources, output_dir, iw_samples,
+                                       iw_prior_share)
     return exact_nll(name, checkpoint, data, common, sources, output_dir, arch, task)
 
 
 def importance_weighted_nll(name: str, checkpoint: str, data: str, common: Sequence[str], sources: int,
-                            output_dir: str, samples: int) -> dict:
-    """The conditional VAE's IW-NLL of the split with K = ``samples``, as its own process."""
+                            output_dir: str, samples: int, prior_share: float) -> dict:
+    """The conditional VAE's IW-NLL of the split with K = ``samples`` (``prior_share`` of them from
+    p(z | x)), as its own process."""
     started = time.monotonic()
     command = [sys.executable, "-m", "fairseq_svae.conditional_likelihood", data, "--path", checkpoint,
                "--gen-subset", option_value(common, "--gen-subset") or "test", "--samples", str(samples),
-               "--seed", option_value(common, "--seed") or "1"]
+               "--prior-share", str(prior_share), "--seed", option_value(common, "--seed") or "1"]
     if "--cpu" in common:
         command.append("--cpu")
     path = os.path.join(output_dir, f"iw-nll-{slug(name)}.txt")
@@ -69,7 +73,8 @@ def importance_weighted_nll(name: str, checkpoint: str, data: str, common: Seque
         "name": name,
         "checkpoint": checkpoint,
         "arch": CONDITIONAL_VAE_ARCHS[0],
-        "method": f"importance-weighted, K = {samples}",
+        "method": f"importance-weighted, K = {samples}"
+                  + (f" ({prior_proposal_draws(samples, prior_share)} from p(z|x))" if prior_share else ""),
         "nll_per_sentence": figures["iw_nll"],
         "ppl_per_token": figures["ppl"],
         "sentences": figures["sentences"],

@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from fairseq_svae.diversity_bleu import bleu_signature, diversity_figures, reference_figures
 from fairseq_svae.errors import MissingCheckpointError, MissingDataError, OptionError
+from fairseq_svae.importance_sampling import DEFAULT_PRIOR_SHARE
 from fairseq_svae.text_statistics import has_repeated_ngram, share
 from fairseq_svae.translation_eval import report
 from fairseq_svae.translation_eval.generation import Setting, generate_outputs, option_value
@@ -38,7 +39,8 @@ def _check_checkpoint(path: str, what: str) -> None:
 def evaluate_translations(data: str, references: Sequence[str], settings: Sequence[Setting],
                           nll_models: Sequence[Tuple[str, str]], output_dir: str,
                           common_options: Sequence[str], examples: int = 5,
-                          title: Optional[str] = None, iw_samples: int = 100) -> dict:
+                          title: Optional[str] = None, iw_samples: int = 100,
+                          iw_prior_share: float = DEFAULT_PRIOR_SHARE) -> dict:
     """Decode and score each setting in turn, then the NLL of each (name, checkpoint): exact, or
     for a conditional VAE importance-weighted with ``iw_samples`` draws; write
     OUTPUT_DIR/results.json and results.md; return the results."""
@@ -82,7 +84,8 @@ def evaluate_translations(data: str, references: Sequence[str], settings: Sequen
         logger.info(f"setting {setting.name!r}: " + ", ".join(
             f"{key} {value:.2f}" for key, value in row.items() if key.endswith("bleu")))
     for name, checkpoint in nll_models:
-        results["nll"].append(reference_nll(name, checkpoint, data, common_options, sources, output_dir, iw_samples))
+        results["nll"].append(reference_nll(name, checkpoint, data, common_options, sources, output_dir, iw_samples,
+                                              iw_prior_share))
     table = report.write(results, os.path.join(output_dir, "results.json"),
                          os.path.join(output_dir, "results.md"), title)
     print(table, end="")
