@@ -147,6 +147,9 @@ def test_harness_refuses_a_missing_checkpoint_and_uneven_references(tmp_path):
     with pytest.raises(OptionError, match="differ in length"):
         translation_eval.main([str(tmp_path), "--references", str(references), str(shorter),
                                "--output-dir", str(tmp_path / "out")])
+    with pytest.raises(OptionError, match="--iw-prior-share .* must be in \\[0, 1\\), got 1.0"):
+        translation_eval.main([str(tmp_path), "--references", str(references), "--output-dir", str(tmp_path / "out"),
+                               "--iw-prior-share", "1"])
 
 
 # --- end to end -------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ with this plugin's safe checkpoint loading. Outputs are fairseq-generate's D- li
 reference files, which hold the split's target text as the data ships it, line i for source i;
 several files give several references per source. ``--nll NAME CHECKPOINT`` adds -log p(y | x)
 of the references, in nats per sentence: exact for a fairseq model (fairseq-generate
---score-reference), importance-weighted with ``--iw-samples`` K draws for a conditional VAE (``--iw-prior-share``
-of them from its prior p(z | x), the others from q(z | x, y)).
+--score-reference), importance-weighted with ``--iw-samples`` K draws for a conditional VAE
+(``--iw-prior-share`` of them from its prior p(z | x), the others from q(z | x, y)).
 OUTPUT_DIR receives results.json, results.md and every fairseq-generate output.
 """
 
@@ -29,7 +29,7 @@ import os
 import shlex
 import sys
 
-from fairseq_svae.errors import exit_on_user_error
+from fairseq_svae.errors import OptionError, exit_on_user_error
 from fairseq_svae.importance_sampling import DEFAULT_PRIOR_SHARE
 from fairseq_svae.translation_eval.generation import Setting
 from fairseq_svae.translation_eval.run import evaluate_translations
@@ -110,6 +110,9 @@ def main(argv=None) -> dict:
                         stream=sys.stderr, force=True)
     argv, triples = take_settings(sys.argv[1:] if argv is None else list(argv))
     args = get_parser().parse_args(argv)
+    if not 0.0 <= args.iw_prior_share < 1.0:  # before any decoding, not after it
+        raise OptionError(f"--iw-prior-share is the share of the importance samples drawn from the "
+                          f"prior p(z | x): it must be in [0, 1), got {args.iw_prior_share} (0: all from q)")
     settings = [Setting(name, checkpoint, shlex.split(options)) for name, checkpoint, options in triples]
     return evaluate_translations(args.data, args.references, settings, [tuple(pair) for pair in args.nll],
                                  args.output_dir, common_options(args), args.examples, args.title,
