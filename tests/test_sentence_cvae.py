@@ -493,10 +493,44 @@ def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likelie
     assert model.encoder.to_prior.weight.grad.abs().sum() > 0
 
 
-def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path):
+def test_prior_draw_choice_posterior_takes_the_draw_that_q_finds_likeliest(multi30k_bin, trained_cvae):
+    """--prior-draw-choice posterior: of K draws z ~ p(z|x), the one with the highest density
+    under q(z|x, y) (computed here independently with torch.distributions), chosen without any
+    decoder pass; the chosen draw stays reparameterized, so the prior head gets the gradient."""
+    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
+
+    model, _, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model.train()
+    net_input, draws = sample["net_input"], 6
+    model.prior_draw_best_of = draws
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    q_mean, q_logvar = model.encoder.posterior(encoder_out, net_input["prev_output_tokens"])
+    rows = torch.tensor([0, 2, 3, 7])
+    decoder_passes = []
+    hook = model.decoder.register_forward_pre_hook(lambda *_: decoder_passes.append(1))
+    torch.manual_seed(11)
+    chosen = model.prior_draws_likeliest_under_posterior(encoder_out, q_mean, q_logvar, rows)
+    hook.remove()
+    assert not decoder_passes
+
+    torch.manual_seed(11)
+    mean = encoder_out[PRIOR_MEAN][rows].detach()
+    candidates = mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+    q = torch.distributions.Normal(q_mean[rows].detach(), (0.5 * q_logvar[rows].detach()).exp())
+    best = q.log_prob(candidates).sum(-1).argmax(0)
+    assert torch.allclose(chosen.detach(), candidates[best, torch.arange(len(rows))], atol=1e-6)
+    # Not simply the first draw: the choice moves at least one sentence's draw.
+    assert best.ne(0).any()
+
+    chosen.sum().backward()
+    assert model.encoder.to_prior.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("choice", ["likelihood", "posterior"])
+def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path, choice):
     result = run_command(*train_command(multi30k_bin, tmp_path / "best-of", "--max-update", "6",
                                         "--prior-draw-fraction", "0.5", "--prior-draw-best-of", "3",
-                                        "--no-save"))
+                                        "--prior-draw-choice", choice, "--no-save"))
     records = json_log_records(result.stdout + result.stderr, "train_inner")
     assert records and all(math.isfinite(float(record["loss"])) for record in records)
 
@@ -504,6 +538,7 @@ def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path)
 @pytest.mark.parametrize("options, message", [
     ({"prior_draw_best_of": 0}, "--prior-draw-best-of must be at least 1, got 0"),
     ({"prior_draw_best_of": 4}, "--prior-draw-best-of 4 chooses among the draws of --prior-draw-fraction, which is 0"),
+    ({"prior_draw_choice": "decoder"}, "--prior-draw-choice must be one of likelihood, posterior, got 'decoder'"),
 ])
 def test_prior_draw_best_of_without_prior_draws_is_refused(options, message):
     from argparse import Namespace

@@ -16,7 +16,9 @@ learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's s
 from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
 the decoder on the prior's codes that generation reads; ``--prior-draw-best-of K`` decodes each
 of them from the best of K draws, the one under which its target is likeliest: hard EM over the
-prior's codes, so that different draws learn different good outputs); generation decodes from
+prior's codes, so that different draws learn different good outputs; with ``--prior-draw-choice
+posterior`` the best is the draw that q(z|x, y) finds likeliest, without a decoder pass);
+generation decodes from
 the prior mean, or, with ``--latent-samples N``
 (:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each
 (``--latent-scale S`` scales their spread about the prior mean).
@@ -39,7 +41,7 @@ from fairseq.models import lstm as fairseq_lstm
 from torch import Tensor
 
 from fairseq_svae.errors import OptionError
-from fairseq_svae.gaussian import clamp_logvar, reparameterize
+from fairseq_svae.gaussian import clamp_logvar, gaussian_log_density, reparameterize
 from fairseq_svae.models.sentence_vae_decoder import word_dropout
 from fairseq_svae.models.sentence_vae_encoder import LATENT, POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
@@ -48,6 +50,10 @@ from fairseq_svae.token_nll import token_nll
 # KL(posterior || prior) when the model's output carries PRIOR_MEAN (see annealed_elbo).
 PRIOR_MEAN = "prior_mean"
 PRIOR_LOGVAR = "prior_logvar"
+# --prior-draw-choice: how --prior-draw-best-of K picks its draw.
+LIKELIHOOD_CHOICE = "likelihood"
+POSTERIOR_CHOICE = "posterior"
+PRIOR_DRAW_CHOICES = (LIKELIHOOD_CHOICE, POSTERIOR_CHOICE)
 SOURCE_STATES = "source_states"  # fairseq LSTMEncoder's tuple: outputs, hiddens, cells, padding mask
 
 
@@ -197,6 +203,12 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                                  "translation_moe's hMoE trains the best expert of each pair), so "
                                  "that different regions of p(z|x) learn different good outputs; "
                                  "costs K forward passes of those sentences. 1 = one draw")
+        parser.add_argument("--prior-draw-choice", choices=PRIOR_DRAW_CHOICES, metavar="BY",
+                            help="with --prior-draw-best-of K, how the best draw is chosen: "
+                                 "'likelihood' (the default), the draw under which the decoder "
+                                 "gives the target the highest likelihood (K decoder passes); "
+                                 "'posterior', the draw that the recognition network q(z|x, y) "
+                                 "gives the highest density (no decoder pass: as fast as one draw)")
         parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
                             help="BN-VAE is not available for sentence_cvae (its prior is learned); "
                                  "only 0 is accepted")
@@ -242,11 +254,11 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         return cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
                    latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
                    prior_draw_fraction=args.prior_draw_fraction,
-                   prior_draw_best_of=args.prior_draw_best_of)
+                   prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice)
 
     def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
                  latent_candidates: int = 0, latent_distinct: bool = False, prior_draw_fraction: float = 0.0,
-                 prior_draw_best_of: int = 1):
+                 prior_draw_best_of: int = 1, prior_draw_choice: str = LIKELIHOOD_CHOICE):
         super().__init__(encoder, decoder)
         # Generation's choices, set by fairseq-generate --latent-samples / --latent-scale /
         # --latent-candidates / --latent-distinct.
@@ -256,6 +268,7 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         self.latent_distinct = latent_distinct
         self.prior_draw_fraction = prior_draw_fraction
         self.prior_draw_best_of = prior_draw_best_of
+        self.prior_draw_choice = prior_draw_choice
         # The update in progress: fairseq's train_step tells every model (set_num_updates),
         # while only some tasks tell the criterion, whose KL schedule needs it.
         self.num_updates = 0
@@ -292,8 +305,12 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             prior_draw = reparameterize(encoder_out[PRIOR_MEAN], encoder_out[PRIOR_LOGVAR])
             if self.prior_draw_best_of > 1 and from_prior.any():
                 rows = from_prior.squeeze(1).nonzero().squeeze(1)
-                prior_draw = prior_draw.index_copy(
-                    0, rows, self.best_prior_draws(encoder_out, prev_output_tokens, rows))
+                if self.prior_draw_choice == POSTERIOR_CHOICE:
+                    best = self.prior_draws_likeliest_under_posterior(
+                        encoder_out, posterior_mean, posterior_logvar, rows)
+                else:
+                    best = self.best_prior_draws(encoder_out, prev_output_tokens, rows)
+                prior_draw = prior_draw.index_copy(0, rows, best)
             latent = torch.where(from_prior, prior_draw, latent)
         encoder_out = dict(encoder_out, **{LATENT: latent})
         output, attention = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only)
@@ -312,15 +329,14 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         (reparameterized: the chosen draw still trains the prior). The K x rows scoring passes
         run without gradients."""
         draws = self.prior_draw_best_of
-        mean, logvar = encoder_out[PRIOR_MEAN].index_select(0, rows), encoder_out[PRIOR_LOGVAR].index_select(0, rows)
-        candidates = reparameterize(mean.expand(draws, -1, -1), logvar.expand(draws, -1, -1))  # K x R x D
+        candidates = self.prior_candidates(encoder_out, rows)  # K x R x D
         pad, eos = self.decoder.dictionary.pad(), self.decoder.dictionary.eos()
         # Scored as generation would decode them: without dropout (fairseq's translation_moe
         # also assigns each pair to its expert in eval mode).
         with torch.no_grad(), utils.model_eval(self.decoder):
             repeated_rows = rows.repeat(draws)  # draw k of row r at k * R + r
             scored_out = self.encoder.reorder_encoder_out(encoder_out, repeated_rows)
-            scored_out[LATENT] = candidates.detach().reshape(-1, mean.size(-1))
+            scored_out[LATENT] = candidates.detach().reshape(-1, candidates.size(-1))
             inputs = prev_output_tokens.index_select(0, repeated_rows)
             features, _ = self.decoder(inputs, encoder_out=scored_out, features_only=True)
             targets = targets_of(inputs, pad, eos)
@@ -329,6 +345,26 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             nll[is_token] = token_nll(self.decoder.output_layer(features[is_token]), targets[is_token])
             best = nll.sum(dim=1).view(draws, rows.numel()).argmin(dim=0)  # R
         return candidates[best, torch.arange(rows.numel(), device=rows.device)]
+
+    def prior_draws_likeliest_under_posterior(self, encoder_out: Dict, posterior_mean: Tensor,
+                                              posterior_logvar: Tensor, rows: Tensor) -> Tensor:
+        """For each sentence in ``rows``, of K = ``prior_draw_best_of`` draws z ~ p(z|x) the one
+        to which the recognition network q(z|x, y) gives the highest density: the prior's code
+        nearest to what q reads from the target (a draw of p, resampled towards q), chosen
+        without a decoder pass. The choice takes no gradient; the chosen draw stays
+        reparameterized, so it still trains the prior."""
+        candidates = self.prior_candidates(encoder_out, rows)  # K x R x D
+        with torch.no_grad():
+            log_q = gaussian_log_density(candidates, posterior_mean.index_select(0, rows),
+                                         posterior_logvar.index_select(0, rows))  # K x R
+            best = log_q.argmax(dim=0)
+        return candidates[best, torch.arange(rows.numel(), device=rows.device)]
+
+    def prior_candidates(self, encoder_out: Dict, rows: Tensor) -> Tensor:
+        """K = ``prior_draw_best_of`` reparameterized draws z ~ p(z|x) for each sentence in ``rows``: K x R x D."""
+        draws = self.prior_draw_best_of
+        mean, logvar = encoder_out[PRIOR_MEAN].index_select(0, rows), encoder_out[PRIOR_LOGVAR].index_select(0, rows)
+        return reparameterize(mean.expand(draws, -1, -1), logvar.expand(draws, -1, -1))
 
 
 def targets_of(prev_output_tokens: Tensor, pad: int, eos: int) -> Tensor:
@@ -391,6 +427,9 @@ def check_options(args) -> None:
     if args.prior_draw_best_of > 1 and args.prior_draw_fraction == 0:
         raise OptionError(f"--prior-draw-best-of {args.prior_draw_best_of} chooses among the draws of "
                           f"--prior-draw-fraction, which is 0; add --prior-draw-fraction F (e.g. 0.25)")
+    if args.prior_draw_choice not in PRIOR_DRAW_CHOICES:
+        raise OptionError(f"--prior-draw-choice must be one of {', '.join(PRIOR_DRAW_CHOICES)}, "
+                          f"got {args.prior_draw_choice!r}")
     if args.latent_samples < 0:
         raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
     check_latent_scale(args.latent_scale)
@@ -427,4 +466,5 @@ def base_architecture(args):
     args.latent_distinct = getattr(args, "latent_distinct", False)
     args.prior_draw_fraction = getattr(args, "prior_draw_fraction", 0.0)
     args.prior_draw_best_of = getattr(args, "prior_draw_best_of", 1)
+    args.prior_draw_choice = getattr(args, "prior_draw_choice", LIKELIHOOD_CHOICE)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
