@@ -452,9 +452,12 @@ def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin
     assert posterior_head.abs().sum() > 0
 
 
-def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likeliest(multi30k_bin, trained_cvae):
-    """--prior-draw-best-of K: of K draws z ~ p(z|x), the one that gives the target the highest
-    likelihood (scored here independently, through the model's normalized probabilities without
+@pytest.mark.parametrize("score_tokens", [0, 3])
+def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likeliest(multi30k_bin, trained_cvae,
+                                                                                    score_tokens):
+    """--prior-draw-best-of K: of K draws z ~ p(z|x), the one that gives the target (with
+    --prior-draw-score-tokens T, its first T tokens) the highest likelihood (scored here
+    independently, through the model's normalized probabilities of whole targets without
     dropout); the chosen draw stays reparameterized, so the prior head gets the gradient."""
     from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN, targets_of
     from fairseq_svae.models.sentence_vae_encoder import LATENT
@@ -466,10 +469,16 @@ def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likelie
     assert torch.equal(targets_of(net_input["prev_output_tokens"], dictionary.pad(), dictionary.eos()),
                        sample["target"])
     model.prior_draw_best_of = draws
+    model.prior_draw_score_tokens = score_tokens
     encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
     rows = torch.tensor([0, 2, 3, 7])
+    scored_steps = []
+    hook = model.decoder.register_forward_pre_hook(lambda _, inputs: scored_steps.append(inputs[0].size(1)))
     torch.manual_seed(11)
     chosen = model.best_prior_draws(encoder_out, net_input["prev_output_tokens"], rows)
+    hook.remove()
+    # One scoring pass of score_tokens steps (0: of the batch's longest target).
+    assert scored_steps == [score_tokens or net_input["prev_output_tokens"].size(1)]
     assert model.training and model.decoder.training  # scored in eval mode, then put back
 
     torch.manual_seed(11)
@@ -485,6 +494,9 @@ def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likelie
             log_probs = model.get_normalized_probs(output, log_probs=True)
             target = sample["target"][rows]
             token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            if score_tokens:
+                token_log_probs = token_log_probs[:, :score_tokens]
+                target = target[:, :score_tokens]
             log_likelihoods.append(token_log_probs.masked_fill(target.eq(dictionary.pad()), 0).sum(-1))
     best = torch.stack(log_likelihoods).argmax(0)
     assert torch.allclose(chosen.detach(), candidates[best, torch.arange(len(rows))], atol=1e-6)
@@ -538,6 +550,7 @@ def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path,
 @pytest.mark.parametrize("options, message", [
     ({"prior_draw_best_of": 0}, "--prior-draw-best-of must be at least 1, got 0"),
     ({"prior_draw_best_of": 4}, "--prior-draw-best-of 4 chooses among the draws of --prior-draw-fraction, which is 0"),
+    ({"prior_draw_score_tokens": -1}, "--prior-draw-score-tokens must be >= 0 (0: the whole target), got -1"),
     ({"prior_draw_choice": "decoder"}, "--prior-draw-choice must be one of likelihood, posterior, got 'decoder'"),
 ])
 def test_prior_draw_best_of_without_prior_draws_is_refused(options, message):

@@ -15,13 +15,12 @@ Training (``--criterion annealed_elbo``) decodes from z ~ q(z|x, y) and pays KL(
 learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's sentences is decoded
 from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
 the decoder on the prior's codes that generation reads; ``--prior-draw-best-of K`` decodes each
-of them from the best of K draws, the one under which its target is likeliest: hard EM over the
-prior's codes, so that different draws learn different good outputs; with ``--prior-draw-choice
-posterior`` the best is the draw that q(z|x, y) finds likeliest, without a decoder pass);
-generation decodes from
-the prior mean, or, with ``--latent-samples N``
-(:mod:`fairseq_svae.generation.latent_samples`), from N draws z ~ p(z|x), one output each
-(``--latent-scale S`` scales their spread about the prior mean).
+of them from the best of K draws, the one under which its target (``--prior-draw-score-tokens
+T``: its first T tokens) is likeliest: hard EM over the prior's codes, so that different draws
+learn different good outputs; with ``--prior-draw-choice posterior`` the best is the draw that
+q(z|x, y) finds likeliest, without a decoder pass); generation decodes from the prior mean, or,
+with ``--latent-samples N`` (:mod:`fairseq_svae.generation.latent_samples`), from N draws
+z ~ p(z|x), one output each (``--latent-scale S`` scales their spread about the prior mean).
 Defaults live in :func:`base_architecture`, which takes fairseq ``lstm``'s for every size.
 """
 
@@ -209,6 +208,11 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                                  "gives the target the highest likelihood (K decoder passes); "
                                  "'posterior', the draw that the recognition network q(z|x, y) "
                                  "gives the highest density (no decoder pass: as fast as one draw)")
+        parser.add_argument("--prior-draw-score-tokens", type=int, metavar="T",
+                            help="with --prior-draw-best-of K and the likelihood choice: score the "
+                                 "draws on the target's first T tokens only (the decoder's scoring "
+                                 "passes run T steps instead of the batch's longest target; the "
+                                 "words a code chooses come early). 0 = the whole target")
         parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
                             help="BN-VAE is not available for sentence_cvae (its prior is learned); "
                                  "only 0 is accepted")
@@ -254,11 +258,13 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         return cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
                    latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
                    prior_draw_fraction=args.prior_draw_fraction,
-                   prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice)
+                   prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice,
+                   prior_draw_score_tokens=args.prior_draw_score_tokens)
 
     def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
                  latent_candidates: int = 0, latent_distinct: bool = False, prior_draw_fraction: float = 0.0,
-                 prior_draw_best_of: int = 1, prior_draw_choice: str = LIKELIHOOD_CHOICE):
+                 prior_draw_best_of: int = 1, prior_draw_choice: str = LIKELIHOOD_CHOICE,
+                 prior_draw_score_tokens: int = 0):
         super().__init__(encoder, decoder)
         # Generation's choices, set by fairseq-generate --latent-samples / --latent-scale /
         # --latent-candidates / --latent-distinct.
@@ -269,6 +275,7 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         self.prior_draw_fraction = prior_draw_fraction
         self.prior_draw_best_of = prior_draw_best_of
         self.prior_draw_choice = prior_draw_choice
+        self.prior_draw_score_tokens = prior_draw_score_tokens
         # The update in progress: fairseq's train_step tells every model (set_num_updates),
         # while only some tasks tell the criterion, whose KL schedule needs it.
         self.num_updates = 0
@@ -338,8 +345,10 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             scored_out = self.encoder.reorder_encoder_out(encoder_out, repeated_rows)
             scored_out[LATENT] = candidates.detach().reshape(-1, candidates.size(-1))
             inputs = prev_output_tokens.index_select(0, repeated_rows)
-            features, _ = self.decoder(inputs, encoder_out=scored_out, features_only=True)
             targets = targets_of(inputs, pad, eos)
+            if self.prior_draw_score_tokens:
+                inputs, targets = inputs[:, :self.prior_draw_score_tokens], targets[:, :self.prior_draw_score_tokens]
+            features, _ = self.decoder(inputs, encoder_out=scored_out, features_only=True)
             is_token = targets.ne(pad)
             nll = features.new_zeros(targets.shape, dtype=torch.float)
             nll[is_token] = token_nll(self.decoder.output_layer(features[is_token]), targets[is_token])
@@ -427,6 +436,8 @@ def check_options(args) -> None:
     if args.prior_draw_best_of > 1 and args.prior_draw_fraction == 0:
         raise OptionError(f"--prior-draw-best-of {args.prior_draw_best_of} chooses among the draws of "
                           f"--prior-draw-fraction, which is 0; add --prior-draw-fraction F (e.g. 0.25)")
+    if args.prior_draw_score_tokens < 0:
+        raise OptionError(f"--prior-draw-score-tokens must be >= 0 (0: the whole target), got {args.prior_draw_score_tokens}")
     if args.prior_draw_choice not in PRIOR_DRAW_CHOICES:
         raise OptionError(f"--prior-draw-choice must be one of {', '.join(PRIOR_DRAW_CHOICES)}, "
                           f"got {args.prior_draw_choice!r}")
@@ -467,4 +478,5 @@ def base_architecture(args):
     args.prior_draw_fraction = getattr(args, "prior_draw_fraction", 0.0)
     args.prior_draw_best_of = getattr(args, "prior_draw_best_of", 1)
     args.prior_draw_choice = getattr(args, "prior_draw_choice", LIKELIHOOD_CHOICE)
+    args.prior_draw_score_tokens = getattr(args, "prior_draw_score_tokens", 0)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
