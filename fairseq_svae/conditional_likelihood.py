@@ -53,8 +53,9 @@ from fairseq_svae.gaussian import gaussian_log_density, kl_between_gaussians
 from fairseq_svae.generation.latent_draws import mixture_latents
 from fairseq_svae.importance_sampling import (
     DEFAULT_PRIOR_SHARE,
+    check_prior_share,
     iw_nll,
-    mixture_log_density,
+    mixture_of_log_densities,
     prior_proposal_draws,
     sampled_neg_elbo,
 )
@@ -64,13 +65,6 @@ from fairseq_svae.token_nll import token_nll
 
 # Decoder rows (sentences x samples) scored in one pass: bounds the memory of the logits.
 DEFAULT_ROWS_PER_PASS = 2048
-
-
-def check_prior_share(prior_share: float) -> None:
-    if not 0.0 <= prior_share < 1.0:
-        raise OptionError(f"--prior-share is the share of the importance samples drawn from p(z|x) "
-                          f"instead of q(z|x, y): it must be in [0, 1), got {prior_share} "
-                          f"(0 draws them all from q; the default is {DEFAULT_PRIOR_SHARE})")
 
 
 @torch.no_grad()
@@ -111,11 +105,14 @@ def _log_weight_terms(model, sample: Dict, samples: int, seed: int, prior_share:
         nll[mask] = token_nll(model.decoder.output_layer(features[mask]), target.repeat(k, 1)[mask])
         log_likelihood[start:start + k] = -nll.sum(dim=1).double().view(k, batch)
 
+    # The proposal's two components are the weights' own log q and log p(z|x): computed once.
+    log_prior = gaussian_log_density(latents, prior_mean.unsqueeze(0), prior_logvar.unsqueeze(0)).double()
+    log_posterior = gaussian_log_density(latents, mean.unsqueeze(0), logvar.unsqueeze(0)).double()
     return {
         "log_likelihood": log_likelihood,
-        "log_prior": gaussian_log_density(latents, prior_mean.unsqueeze(0), prior_logvar.unsqueeze(0)).double(),
-        "log_posterior": gaussian_log_density(latents, mean.unsqueeze(0), logvar.unsqueeze(0)).double(),
-        "log_proposal": mixture_log_density(latents, mean, logvar, prior_mean, prior_logvar, prior_draws),
+        "log_prior": log_prior,
+        "log_posterior": log_posterior,
+        "log_proposal": mixture_of_log_densities(log_posterior, log_prior, prior_draws),
         "kl": kl_between_gaussians(mean, logvar, prior_mean, prior_logvar).sum(-1).double(),
         "posterior_draws": samples - prior_draws,
     }

@@ -3,7 +3,8 @@
 - :func:`iw_nll`: the importance-weighted estimate of -log p(x) (Burda et al. 2016) with K
   samples from q(z|x); it is an upper bound on the true NLL that tightens as K grows, and with
   K = 1 it is the one-sample negative ELBO.
-- :func:`prior_proposal_draws` and :func:`mixture_log_density`: a defensive proposal
+- :func:`prior_proposal_draws` and :func:`mixture_log_density` (:func:`mixture_of_log_densities`
+  from the two components' log densities): a defensive proposal
   (Hesterberg 1995) that draws a share of the K samples from the prior instead of q (see there).
 - :func:`mutual_information`: I(x; z) under q (He et al. 2019).
 - :func:`active_units`: latent dimensions whose posterior mean varies over the data (Burda et al.
@@ -20,6 +21,7 @@ from typing import Tuple
 
 import torch
 
+from fairseq_svae.errors import OptionError
 from fairseq_svae.gaussian import gaussian_log_density, standard_normal_log_density
 
 
@@ -47,6 +49,16 @@ def log_importance_weights(log_likelihood: torch.Tensor, latent: torch.Tensor,
 DEFAULT_PRIOR_SHARE = 0.3
 
 
+def check_prior_share(prior_share: float, option: str = "--prior-share") -> None:
+    """The one check of the prior's share of the importance samples: ``option`` names it as the
+    user gave it (``python -m fairseq_svae.conditional_likelihood --prior-share``,
+    ``svae-translation-eval --iw-prior-share``)."""
+    if not 0.0 <= prior_share < 1.0:
+        raise OptionError(f"{option} is the share of the importance samples drawn from p(z|x) "
+                          f"instead of q(z|x, y): it must be in [0, 1), got {prior_share} "
+                          f"(0 draws them all from q; the default is {DEFAULT_PRIOR_SHARE})")
+
+
 def prior_proposal_draws(samples: int, prior_share: float) -> int:
     """How many of K importance samples a defensive proposal draws from the prior: round(share x K).
 
@@ -60,8 +72,7 @@ def prior_proposal_draws(samples: int, prior_share: float) -> int:
     q, the mean of the weights is still an unbiased estimate of p(x), so -log of it is still an
     upper bound on the NLL in expectation (Jensen), converging to it as K grows.
     """
-    if not 0.0 <= prior_share < 1.0:
-        raise ValueError(f"the prior's share of the importance samples must be in [0, 1), got {prior_share}")
+    check_prior_share(prior_share)
     return min(int(math.floor(prior_share * samples + 0.5)), samples - 1)
 
 
@@ -74,12 +85,23 @@ def mixture_log_density(latent: torch.Tensor, posterior_mean: torch.Tensor, post
     Shapes: ``latent`` (K, B, D); the means and log-variances (B, D). Returns (K, B); with n = 0
     it is log q(z_k).
     """
-    samples = latent.size(0)
     log_q = gaussian_log_density(latent, posterior_mean.unsqueeze(0), posterior_logvar.unsqueeze(0)).double()
     if prior_draws == 0:
         return log_q
     log_p = gaussian_log_density(latent, prior_mean.unsqueeze(0), prior_logvar.unsqueeze(0)).double()
-    return torch.logaddexp(log_q + math.log((samples - prior_draws) / samples), log_p + math.log(prior_draws / samples))
+    return mixture_of_log_densities(log_q, log_p, prior_draws)
+
+
+def mixture_of_log_densities(log_q: torch.Tensor, log_p: torch.Tensor, prior_draws: int) -> torch.Tensor:
+    """log r(z_k) = log((1 - n/K) q(z_k) + (n/K) p(z_k)) from the components' log densities,
+    (K, B) each (K = their first dimension, n = ``prior_draws``), in fp64: for callers that
+    already hold log q and log p (see :func:`mixture_log_density`)."""
+    log_q = log_q.double()
+    if prior_draws == 0:
+        return log_q
+    samples = log_q.size(0)
+    return torch.logaddexp(log_q + math.log((samples - prior_draws) / samples),
+                           log_p.double() + math.log(prior_draws / samples))
 
 
 def iw_nll(log_weights: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,8 @@ import os
 import shlex
 import sys
 
-from fairseq_svae.errors import OptionError, exit_on_user_error
-from fairseq_svae.importance_sampling import DEFAULT_PRIOR_SHARE
+from fairseq_svae.errors import exit_on_user_error
+from fairseq_svae.importance_sampling import DEFAULT_PRIOR_SHARE, check_prior_share
 from fairseq_svae.translation_eval.generation import Setting
 from fairseq_svae.translation_eval.run import evaluate_translations
 
@@ -110,9 +110,7 @@ def main(argv=None) -> dict:
                         stream=sys.stderr, force=True)
     argv, triples = take_settings(sys.argv[1:] if argv is None else list(argv))
     args = get_parser().parse_args(argv)
-    if not 0.0 <= args.iw_prior_share < 1.0:  # before any decoding, not after it
-        raise OptionError(f"--iw-prior-share is the share of the importance samples drawn from the "
-                          f"prior p(z | x): it must be in [0, 1), got {args.iw_prior_share} (0: all from q)")
+    check_prior_share(args.iw_prior_share, "--iw-prior-share")  # before any decoding, not after it
     settings = [Setting(name, checkpoint, shlex.split(options)) for name, checkpoint, options in triples]
     return evaluate_translations(args.data, args.references, settings, [tuple(pair) for pair in args.nll],
                                  args.output_dir, common_options(args), args.examples, args.title,
