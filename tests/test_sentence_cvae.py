@@ -538,11 +538,75 @@ def test_prior_draw_choice_posterior_takes_the_draw_that_q_finds_likeliest(multi
     assert model.encoder.to_prior.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("choice", ["likelihood", "posterior"])
-def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path, choice):
+@pytest.mark.parametrize("frequent", [0, 20])
+def test_prior_draw_score_words_scores_the_draws_with_a_softmax_over_a_subset_of_the_vocabulary(
+        multi30k_bin, trained_cvae, frequent):
+    """--prior-draw-score-words N: the draws are ranked by the targets' log-probabilities under a
+    softmax over the targets' own words and the N most frequent ones (computed here
+    independently: the whole vocabulary's logits with every other word masked out), and the
+    vocabulary-wide output layer is not run."""
+    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
+    from fairseq_svae.models.sentence_vae_encoder import LATENT
+
+    model, task, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model.train()
+    net_input, draws, dictionary = sample["net_input"], 6, task.target_dictionary
+    model.prior_draw_best_of = draws
+    model.prior_draw_score_words = max(frequent, 1)  # 0 would be the whole vocabulary
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    rows = torch.tensor([0, 2, 3, 7])
+    vocabulary_wide = []
+    hook = model.decoder.fc_out.register_forward_hook(lambda *_: vocabulary_wide.append(1))
+    torch.manual_seed(11)
+    chosen = model.best_prior_draws(encoder_out, net_input["prev_output_tokens"], rows)
+    hook.remove()
+    assert not vocabulary_wide
+
+    torch.manual_seed(11)
+    mean = encoder_out[PRIOR_MEAN][rows].detach()
+    candidates = mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+    target = sample["target"][rows]
+    kept = torch.zeros(len(dictionary), dtype=torch.bool)
+    kept[target[target.ne(dictionary.pad())]] = True
+    kept[dictionary.nspecial:dictionary.nspecial + max(frequent, 1)] = True
+    assert kept.sum() < len(dictionary) // 2  # a real subset, so the test tells it from the full softmax
+    model.eval()
+    with torch.no_grad():
+        log_likelihoods = []
+        for candidate in candidates:
+            scored = model.encoder.reorder_encoder_out(encoder_out, rows)
+            scored[LATENT] = candidate
+            logits, _ = model.decoder(net_input["prev_output_tokens"][rows], encoder_out=scored)
+            log_probs = logits.masked_fill(~kept, float("-inf")).log_softmax(-1)
+            token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            log_likelihoods.append(token_log_probs.masked_fill(target.eq(dictionary.pad()), 0).sum(-1))
+    best = torch.stack(log_likelihoods).argmax(0)
+    assert torch.allclose(chosen.detach(), candidates[best, torch.arange(len(rows))], atol=1e-6)
+
+
+def test_prior_draw_score_words_over_the_whole_dictionary_chooses_as_the_exact_softmax(multi30k_bin, trained_cvae):
+    """With N at least the dictionary's size the subset is the whole vocabulary: the same draws
+    as the exact choice (--prior-draw-score-words 0)."""
+    model, task, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model.train()
+    net_input = sample["net_input"]
+    model.prior_draw_best_of = 6
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    rows = torch.arange(net_input["src_tokens"].size(0))
+    chosen = {}
+    for words in (0, len(task.target_dictionary)):
+        model.prior_draw_score_words = words
+        torch.manual_seed(3)
+        chosen[words] = model.best_prior_draws(encoder_out, net_input["prev_output_tokens"], rows)
+    assert torch.allclose(chosen[0], chosen[len(task.target_dictionary)], atol=1e-6)
+
+
+@pytest.mark.parametrize("choice, extra", [("likelihood", []), ("posterior", []),
+                                           ("likelihood", ["--prior-draw-score-words", "50"])])
+def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path, choice, extra):
     result = run_command(*train_command(multi30k_bin, tmp_path / "best-of", "--max-update", "6",
                                         "--prior-draw-fraction", "0.5", "--prior-draw-best-of", "3",
-                                        "--prior-draw-choice", choice, "--no-save"))
+                                        "--prior-draw-choice", choice, *extra, "--no-save"))
     records = json_log_records(result.stdout + result.stderr, "train_inner")
     assert records and all(math.isfinite(float(record["loss"])) for record in records)
 
@@ -551,6 +615,7 @@ def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path,
     ({"prior_draw_best_of": 0}, "--prior-draw-best-of must be at least 1, got 0"),
     ({"prior_draw_best_of": 4}, "--prior-draw-best-of 4 chooses among the draws of --prior-draw-fraction, which is 0"),
     ({"prior_draw_score_tokens": -1}, "--prior-draw-score-tokens must be >= 0 (0: the whole target), got -1"),
+    ({"prior_draw_score_words": -5}, "--prior-draw-score-words must be >= 0 (0: the whole vocabulary), got -5"),
     ({"prior_draw_choice": "decoder"}, "--prior-draw-choice must be one of likelihood, posterior, got 'decoder'"),
 ])
 def test_prior_draw_best_of_without_prior_draws_is_refused(options, message):

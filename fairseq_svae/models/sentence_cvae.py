@@ -164,6 +164,16 @@ class LatentLSTMDecoder(fairseq_lstm.LSTMDecoder):
             return features, attention
         return self.output_layer(features), attention
 
+    def output_layer_over(self, features: Tensor, words: Tensor) -> Tensor:
+        """``output_layer(features)[..., words]``, computed for those words only (the CVAE
+        builds its decoder without fairseq's adaptive softmax)."""
+        if self.share_input_output_embed:
+            weight, bias = self.embed_tokens.weight, None
+        else:
+            weight, bias = self.fc_out.weight, self.fc_out.bias
+        return nn.functional.linear(features, weight.index_select(0, words),
+                                    None if bias is None else bias.index_select(0, words))
+
     def extract_features(self, prev_output_tokens, encoder_out: Optional[Dict] = None, incremental_state=None):
         latent = encoder_out[LATENT]
         outputs, hiddens, cells, padding_mask = encoder_out[SOURCE_STATES]
@@ -213,6 +223,14 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                                  "draws on the target's first T tokens only (the decoder's scoring "
                                  "passes run T steps instead of the batch's longest target; the "
                                  "words a code chooses come early). 0 = the whole target")
+        parser.add_argument("--prior-draw-score-words", type=int, metavar="N",
+                            help="with --prior-draw-best-of K and the likelihood choice: score the "
+                                 "draws with a softmax over the scored targets' own words and the "
+                                 "target dictionary's N most frequent words instead of the whole "
+                                 "vocabulary (Jean et al. 2015's target-vocabulary subset; the same "
+                                 "words for every draw, so the ranking of the draws holds: the output "
+                                 "layer, most of a scoring pass's cost, shrinks to those words). "
+                                 "0 = the whole vocabulary (exact)")
         parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
                             help="BN-VAE is not available for sentence_cvae (its prior is learned); "
                                  "only 0 is accepted")
@@ -259,12 +277,13 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                    latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
                    prior_draw_fraction=args.prior_draw_fraction,
                    prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice,
-                   prior_draw_score_tokens=args.prior_draw_score_tokens)
+                   prior_draw_score_tokens=args.prior_draw_score_tokens,
+                   prior_draw_score_words=args.prior_draw_score_words)
 
     def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
                  latent_candidates: int = 0, latent_distinct: bool = False, prior_draw_fraction: float = 0.0,
                  prior_draw_best_of: int = 1, prior_draw_choice: str = LIKELIHOOD_CHOICE,
-                 prior_draw_score_tokens: int = 0):
+                 prior_draw_score_tokens: int = 0, prior_draw_score_words: int = 0):
         super().__init__(encoder, decoder)
         # Generation's choices, set by fairseq-generate --latent-samples / --latent-scale /
         # --latent-candidates / --latent-distinct.
@@ -276,6 +295,7 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         self.prior_draw_best_of = prior_draw_best_of
         self.prior_draw_choice = prior_draw_choice
         self.prior_draw_score_tokens = prior_draw_score_tokens
+        self.prior_draw_score_words = prior_draw_score_words
         # The update in progress: fairseq's train_step tells every model (set_num_updates),
         # while only some tasks tell the criterion, whose KL schedule needs it.
         self.num_updates = 0
@@ -350,8 +370,15 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                 inputs, targets = inputs[:, :self.prior_draw_score_tokens], targets[:, :self.prior_draw_score_tokens]
             features, _ = self.decoder(inputs, encoder_out=scored_out, features_only=True)
             is_token = targets.ne(pad)
+            scored_features, scored_targets = features[is_token], targets[is_token]
+            if self.prior_draw_score_words:
+                words = scoring_words(scored_targets, self.prior_draw_score_words, self.decoder.dictionary)
+                logits = self.decoder.output_layer_over(scored_features, words)
+                scored_targets = torch.searchsorted(words, scored_targets)  # each target's column
+            else:
+                logits = self.decoder.output_layer(scored_features)
             nll = features.new_zeros(targets.shape, dtype=torch.float)
-            nll[is_token] = token_nll(self.decoder.output_layer(features[is_token]), targets[is_token])
+            nll[is_token] = token_nll(logits, scored_targets)
             best = nll.sum(dim=1).view(draws, rows.numel()).argmin(dim=0)  # R
         return candidates[best, torch.arange(rows.numel(), device=rows.device)]
 
@@ -374,6 +401,17 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         draws = self.prior_draw_best_of
         mean, logvar = encoder_out[PRIOR_MEAN].index_select(0, rows), encoder_out[PRIOR_LOGVAR].index_select(0, rows)
         return reparameterize(mean.expand(draws, -1, -1), logvar.expand(draws, -1, -1))
+
+
+def scoring_words(targets: Tensor, frequent: int, dictionary) -> Tensor:
+    """The words whose softmax scores the draws for ``--prior-draw-score-words N``, sorted: the
+    targets' own words and the dictionary's N most frequent (fairseq-preprocess orders a
+    dictionary by frequency after its special symbols). The frequent words carry most of the
+    probability mass that the targets' words leave, so the softmax's normalizer stays close to
+    the whole vocabulary's, and alike for every draw."""
+    first = dictionary.nspecial
+    frequent_words = torch.arange(first, min(first + frequent, len(dictionary)), device=targets.device)
+    return torch.unique(torch.cat([targets, frequent_words]))
 
 
 def targets_of(prev_output_tokens: Tensor, pad: int, eos: int) -> Tensor:
@@ -438,6 +476,8 @@ def check_options(args) -> None:
                           f"--prior-draw-fraction, which is 0; add --prior-draw-fraction F (e.g. 0.25)")
     if args.prior_draw_score_tokens < 0:
         raise OptionError(f"--prior-draw-score-tokens must be >= 0 (0: the whole target), got {args.prior_draw_score_tokens}")
+    if args.prior_draw_score_words < 0:
+        raise OptionError(f"--prior-draw-score-words must be >= 0 (0: the whole vocabulary), got {args.prior_draw_score_words}")
     if args.prior_draw_choice not in PRIOR_DRAW_CHOICES:
         raise OptionError(f"--prior-draw-choice must be one of {', '.join(PRIOR_DRAW_CHOICES)}, "
                           f"got {args.prior_draw_choice!r}")
@@ -479,4 +519,5 @@ def base_architecture(args):
     args.prior_draw_best_of = getattr(args, "prior_draw_best_of", 1)
     args.prior_draw_choice = getattr(args, "prior_draw_choice", LIKELIHOOD_CHOICE)
     args.prior_draw_score_tokens = getattr(args, "prior_draw_score_tokens", 0)
+    args.prior_draw_score_words = getattr(args, "prior_draw_score_words", 0)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
