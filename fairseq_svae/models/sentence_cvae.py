@@ -16,7 +16,8 @@ learned (with ``--prior-draw-fraction F``, a random fraction F of each batch's s
 from z ~ p(z|x) instead: Sohn et al. 2015's hybrid of the CVAE and GSNN objectives, which trains
 the decoder on the prior's codes that generation reads; ``--prior-draw-best-of K`` decodes each
 of them from the best of K draws, the one under which its target (``--prior-draw-score-tokens
-T``: its first T tokens) is likeliest: hard EM over the prior's codes, so that different draws
+T``: its first T tokens) is likeliest (``--prior-draw-score-words N``: by a softmax over the
+targets' words and the N most frequent only): hard EM over the prior's codes, so that different draws
 learn different good outputs; with ``--prior-draw-choice posterior`` the best is the draw that
 q(z|x, y) finds likeliest, without a decoder pass); generation decodes from the prior mean, or,
 with ``--latent-samples N`` (:mod:`fairseq_svae.generation.latent_samples`), from N draws
