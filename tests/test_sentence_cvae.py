@@ -452,6 +452,26 @@ def test_prior_draw_fraction_decodes_those_sentences_from_the_prior(multi30k_bin
     assert posterior_head.abs().sum() > 0
 
 
+def _prior_draws_after_seed(encoder_out, rows, draws, seed):
+    """K draws z ~ p(z|x) of ``rows``, drawn here as SentenceCVAEModel.prior_candidates draws
+    them after ``torch.manual_seed(seed)``: K x R x D."""
+    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
+
+    torch.manual_seed(seed)
+    mean = encoder_out[PRIOR_MEAN][rows].detach()
+    return mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+
+
+def _decoded_under_each(model, encoder_out, prev_output_tokens, rows, candidates):
+    """The decoder's output for ``rows`` under each candidate z in turn."""
+    from fairseq_svae.models.sentence_vae_encoder import LATENT
+
+    for candidate in candidates:
+        scored = model.encoder.reorder_encoder_out(encoder_out, rows)
+        scored[LATENT] = candidate
+        yield model.decoder(prev_output_tokens[rows], encoder_out=scored)
+
+
 @pytest.mark.parametrize("score_tokens", [0, 3])
 def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likeliest(multi30k_bin, trained_cvae,
                                                                                     score_tokens):
@@ -459,8 +479,7 @@ def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likelie
     --prior-draw-score-tokens T, its first T tokens) the highest likelihood (scored here
     independently, through the model's normalized probabilities of whole targets without
     dropout); the chosen draw stays reparameterized, so the prior head gets the gradient."""
-    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN, targets_of
-    from fairseq_svae.models.sentence_vae_encoder import LATENT
+    from fairseq_svae.models.sentence_cvae import targets_of
 
     model, task, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
     model.train()
@@ -481,16 +500,11 @@ def test_prior_draw_best_of_trains_on_the_draw_under_which_the_target_is_likelie
     assert scored_steps == [score_tokens or net_input["prev_output_tokens"].size(1)]
     assert model.training and model.decoder.training  # scored in eval mode, then put back
 
-    torch.manual_seed(11)
-    mean = encoder_out[PRIOR_MEAN][rows].detach()
-    candidates = mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+    candidates = _prior_draws_after_seed(encoder_out, rows, draws, seed=11)
     model.eval()
     with torch.no_grad():
         log_likelihoods = []
-        for candidate in candidates:
-            scored = model.encoder.reorder_encoder_out(encoder_out, rows)
-            scored[LATENT] = candidate
-            output = model.decoder(net_input["prev_output_tokens"][rows], encoder_out=scored)
+        for output in _decoded_under_each(model, encoder_out, net_input["prev_output_tokens"], rows, candidates):
             log_probs = model.get_normalized_probs(output, log_probs=True)
             target = sample["target"][rows]
             token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
@@ -509,8 +523,6 @@ def test_prior_draw_choice_posterior_takes_the_draw_that_q_finds_likeliest(multi
     """--prior-draw-choice posterior: of K draws z ~ p(z|x), the one with the highest density
     under q(z|x, y) (computed here independently with torch.distributions), chosen without any
     decoder pass; the chosen draw stays reparameterized, so the prior head gets the gradient."""
-    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
-
     model, _, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
     model.train()
     net_input, draws = sample["net_input"], 6
@@ -525,9 +537,7 @@ def test_prior_draw_choice_posterior_takes_the_draw_that_q_finds_likeliest(multi
     hook.remove()
     assert not decoder_passes
 
-    torch.manual_seed(11)
-    mean = encoder_out[PRIOR_MEAN][rows].detach()
-    candidates = mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+    candidates = _prior_draws_after_seed(encoder_out, rows, draws, seed=11)
     q = torch.distributions.Normal(q_mean[rows].detach(), (0.5 * q_logvar[rows].detach()).exp())
     best = q.log_prob(candidates).sum(-1).argmax(0)
     assert torch.allclose(chosen.detach(), candidates[best, torch.arange(len(rows))], atol=1e-6)
@@ -545,9 +555,6 @@ def test_prior_draw_score_words_scores_the_draws_with_a_softmax_over_a_subset_of
     softmax over the targets' own words and the N most frequent ones (computed here
     independently: the whole vocabulary's logits with every other word masked out), and the
     vocabulary-wide output layer is not run."""
-    from fairseq_svae.models.sentence_cvae import PRIOR_LOGVAR, PRIOR_MEAN
-    from fairseq_svae.models.sentence_vae_encoder import LATENT
-
     model, task, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
     model.train()
     net_input, draws, dictionary = sample["net_input"], 6, task.target_dictionary
@@ -562,9 +569,7 @@ def test_prior_draw_score_words_scores_the_draws_with_a_softmax_over_a_subset_of
     hook.remove()
     assert not vocabulary_wide
 
-    torch.manual_seed(11)
-    mean = encoder_out[PRIOR_MEAN][rows].detach()
-    candidates = mean + (0.5 * encoder_out[PRIOR_LOGVAR][rows].detach()).exp() * torch.randn(draws, *mean.shape)
+    candidates = _prior_draws_after_seed(encoder_out, rows, draws, seed=11)
     target = sample["target"][rows]
     kept = torch.zeros(len(dictionary), dtype=torch.bool)
     kept[target[target.ne(dictionary.pad())]] = True
@@ -573,10 +578,7 @@ def test_prior_draw_score_words_scores_the_draws_with_a_softmax_over_a_subset_of
     model.eval()
     with torch.no_grad():
         log_likelihoods = []
-        for candidate in candidates:
-            scored = model.encoder.reorder_encoder_out(encoder_out, rows)
-            scored[LATENT] = candidate
-            logits, _ = model.decoder(net_input["prev_output_tokens"][rows], encoder_out=scored)
+        for logits, _ in _decoded_under_each(model, encoder_out, net_input["prev_output_tokens"], rows, candidates):
             log_probs = logits.masked_fill(~kept, float("-inf")).log_softmax(-1)
             token_log_probs = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             log_likelihoods.append(token_log_probs.masked_fill(target.eq(dictionary.pad()), 0).sum(-1))
