@@ -21,7 +21,14 @@ import torch
 from fairseq import hub_utils
 
 from fairseq_svae.errors import IncompatibleCheckpointError, MissingCheckpointError, OptionError
-from fairseq_svae.generation.latent_samples import CANDIDATES_KEY, DISTINCT_KEY, SAMPLES_KEY, SCALE_KEY, SEED_KEY
+from fairseq_svae.generation.latent_samples import (
+    CANDIDATES_KEY,
+    DISTINCT_KEY,
+    MAX_COPIES_KEY,
+    SAMPLES_KEY,
+    SCALE_KEY,
+    SEED_KEY,
+)
 from fairseq_svae.models.sentence_cvae import is_conditional_vae
 
 Sentences = Union[str, List[str]]
@@ -69,7 +76,8 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
 
     def translate(self, sentences: Sentences, n: Optional[int] = None, beam: int = 5,
                   seed: Optional[int] = None, verbose: bool = False, latent_scale: float = 1.0,
-                  latent_candidates: int = 0, latent_distinct: bool = False, **generation):
+                  latent_candidates: int = 0, latent_distinct: bool = False, latent_max_copies: int = 0,
+                  **generation):
         """Outputs for each sentence, with fairseq's search (``beam``, or ``sampling=True``).
 
         ``n`` = None: one output per sentence, decoded from the prior mean (a string per
@@ -77,7 +85,8 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
         strings per sentence), each decoded from its own draw z_i ~ p(z|x): the most
         frequent outputs of m = 4k draws (``--latent-samples k``; an output that most draws agree
         on comes again, up to its share of the k, unless ``latent_distinct``, as
-        ``--latent-distinct``); ``seed`` fixes
+        ``--latent-distinct``; ``latent_max_copies`` = c: at most c times, as
+        ``--latent-max-copies``); ``seed`` fixes
         the draws (and the sampled words with ``sampling=True``), as ``--seed`` does for
         ``fairseq-generate --latent-samples k``; ``latent_scale`` = S draws z_i = mean + S * std *
         eps_i (``--latent-scale``: below 1 closer to the prior mean's output, above 1 further);
@@ -86,10 +95,11 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
         """
         if isinstance(sentences, str):
             return self.translate([sentences], n, beam, seed, verbose, latent_scale, latent_candidates,
-                                  latent_distinct, **generation)[0]
+                                  latent_distinct, latent_max_copies, **generation)[0]
         if n is None:
-            if latent_scale != 1.0 or latent_candidates or latent_distinct:
-                raise OptionError("latent_scale, latent_candidates and latent_distinct choose the n outputs; pass "
+            if latent_scale != 1.0 or latent_candidates or latent_distinct or latent_max_copies:
+                raise OptionError("latent_scale, latent_candidates, latent_distinct and latent_max_copies choose "
+                                  "the n outputs; pass "
                                   "n (without it the output is decoded from the prior mean)")
             return self.sample(sentences, beam, verbose, **generation)
         if n < 1:
@@ -97,7 +107,8 @@ class ConditionalVAEHubInterface(hub_utils.GeneratorHubInterface):
         # latent_scale and latent_candidates are checked where the generator is built.
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
         generation = dict(generation, **{SAMPLES_KEY: n, SEED_KEY: seed, SCALE_KEY: float(latent_scale),
-                                         CANDIDATES_KEY: int(latent_candidates), DISTINCT_KEY: bool(latent_distinct)})
+                                         CANDIDATES_KEY: int(latent_candidates), DISTINCT_KEY: bool(latent_distinct),
+                                         MAX_COPIES_KEY: int(latent_max_copies)})
         with torch.random.fork_rng(devices=[]):  # torch's own generator is left as it was
             torch.manual_seed(seed)
             batched = self.generate([self.encode(sentence) for sentence in sentences], beam, verbose, **generation)

@@ -155,6 +155,7 @@ def test_latent_samples_is_listed_by_fairseq_generate_help():
     help_text = options.get_generation_parser(default_task="translation").format_help()
     assert "--latent-samples N" in help_text and "--latent-scale S" in help_text
     assert "--latent-candidates M" in help_text and "--latent-distinct" in help_text
+    assert "--latent-max-copies C" in help_text
 
 
 def test_default_generation_is_one_output_per_source(multi30k_bin, trained_cvae):
@@ -179,7 +180,7 @@ def test_latent_samples_give_n_outputs_per_source_from_distinct_draws(multi30k_b
 def test_latent_distinct_with_beam_search_gives_different_outputs(multi30k_bin, trained_cvae):
     """By construction: a beam of 5 finishes 5 different hypotheses for each draw, so with
     --latent-distinct the 5 outputs chosen among 20 draws are 5 different sentences for every
-    source; by default an output repeats only as often as its share of the draws allows, and the
+    source, and with --latent-max-copies 2 none comes more than twice; by default an output repeats only as often as its share of the draws allows, and the
     repeated ones come first."""
     checkpoint, _ = trained_cvae
     options = ["--latent-samples", "5", "--beam", "5", "--seed", "3"]
@@ -188,6 +189,9 @@ def test_latent_distinct_with_beam_search_gives_different_outputs(multi30k_bin, 
     assert all(len(set(outputs)) == 5 for outputs in distinct.values())
     default = hypotheses(generate(multi30k_bin, checkpoint, *options))
     assert Counter(len(outputs) for outputs in default.values()) == {5: PAIRS["test"]}
+    capped = hypotheses(generate(multi30k_bin, checkpoint, *options, "--latent-max-copies", "2"))
+    assert Counter(len(outputs) for outputs in capped.values()) == {5: PAIRS["test"]}
+    assert all(max(Counter(outputs).values()) <= 2 for outputs in capped.values())
     for outputs in default.values():
         # the copies of an output are side by side
         blocks = [output for index, output in enumerate(outputs) if index == 0 or output != outputs[index - 1]]
@@ -222,14 +226,38 @@ def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(mu
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(checkpoint)], arg_overrides=ast.literal_eval(default.model_overrides))
     default_generator = task.build_generator(models, default)
-    assert default_generator.draws == 12 and not default_generator.distinct  # 4N, repeats by share
+    assert default_generator.draws == 12 and default_generator.max_copies == 0  # 4N, repeats by share
     distinct = options.parse_args_and_arch(options.get_generation_parser(default_task="translation"),
                                            [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
                                             "--latent-samples", "3", "--latent-distinct", "--cpu"])
     overrides = ast.literal_eval(distinct.model_overrides)
     assert overrides["latent_distinct"] is True
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
-    assert models[0].latent_distinct and task.build_generator(models, distinct).distinct
+    assert models[0].latent_distinct and task.build_generator(models, distinct).max_copies == 1
+    capped = options.parse_args_and_arch(options.get_generation_parser(default_task="translation"),
+                                         [str(multi30k_bin), "--path", str(checkpoint), "--task", "translation",
+                                          "--latent-samples", "3", "--latent-max-copies", "2", "--cpu"])
+    overrides = ast.literal_eval(capped.model_overrides)
+    assert overrides["latent_max_copies"] == 2
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+    assert models[0].latent_max_copies == 2 and task.build_generator(models, capped).max_copies == 2
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--latent-max-copies", "-1"], "--latent-max-copies must be >= 0"),
+    (["--latent-max-copies", "2", "--latent-distinct"],
+     "--latent-distinct is --latent-max-copies 1 and cannot be combined with --latent-max-copies 2"),
+    (["--latent-max-copies", "2", "--latent-candidates", "3"],
+     "--latent-max-copies chooses the N outputs among more draws than N"),
+])
+def test_latent_max_copies_out_of_range_or_in_conflict_is_refused(multi30k_bin, trained_cvae, option, message):
+    import fairseq_svae  # noqa: F401
+    from fairseq import options
+
+    parser = options.get_generation_parser(default_task="translation")
+    with pytest.raises(OptionError, match=message):
+        options.parse_args_and_arch(parser, [str(multi30k_bin), "--path", str(trained_cvae[0]),
+                                             "--latent-samples", "3", *option])
 
 
 @pytest.mark.parametrize("scale", ["0", "-1"])
@@ -258,6 +286,7 @@ def test_fewer_latent_candidates_than_outputs_are_refused(multi30k_bin, trained_
     (["--latent-scale", "0.5"], "--latent-scale scales the draws of --latent-samples N"),
     (["--latent-candidates", "9"], "--latent-candidates M chooses the outputs of --latent-samples N"),
     (["--latent-distinct"], "--latent-distinct keeps the outputs of --latent-samples N different"),
+    (["--latent-max-copies", "2"], "--latent-max-copies limits the repeats among the outputs of --latent-samples N"),
 ])
 def test_latent_options_without_latent_samples_are_one_error_line(multi30k_bin, trained_cvae, option, message):
     result = run_command("fairseq-generate", multi30k_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
@@ -271,7 +300,7 @@ def test_most_frequent_outputs_rank_by_count_then_probability_mass():
     """By construction: different outputs by tokens, most frequent best output first, ties to the
     greater probability mass sum_k p(y|x,z_k) over the beams that found it, each as its best-scored
     hypothesis; fewer different best outputs than asked: the frequent ones again up to their
-    rounded share of the n (distinct=True: not at all), then the beams' other hypotheses, the
+    rounded share of the n and at most max_copies times (1: not at all), then the beams' other hypotheses, the
     greatest mass first (not the most often found), and only then do the chosen ones come round."""
     from fairseq_svae.generation.latent_samples import draws_log_mass, most_frequent_outputs
 
@@ -301,7 +330,7 @@ def test_most_frequent_outputs_rank_by_count_then_probability_mass():
     beams = [[hypothesis([5, 2], -0.5), hypothesis([7, 2], -5.0), hypothesis([9, 2], -7.0)],
              [hypothesis([5, 2], -0.6), hypothesis([7, 2], -5.0)],
              [hypothesis([8, 2], -0.4), hypothesis([6, 2], -1.0), hypothesis([5, 2], -3.0)]]
-    assert tokens(most_frequent_outputs(beams, 5, distinct=True)) == [[5, 2], [8, 2], [6, 2], [7, 2], [9, 2]]
+    assert tokens(most_frequent_outputs(beams, 5, max_copies=1)) == [[5, 2], [8, 2], [6, 2], [7, 2], [9, 2]]
     # By default: 5 (2 of 3 draws: 3.33 of 5 outputs, so 3) and 8 (1.67, so 2) fill the five.
     assert tokens(most_frequent_outputs(beams, 5)) == [[5, 2]] * 3 + [[8, 2]] * 2
     # Shares rounded half up and given out by draws per copy (Adams): of 20 draws, 14 for 5 and 6
@@ -309,14 +338,20 @@ def test_most_frequent_outputs_rank_by_count_then_probability_mass():
     # (1.25 each) leave a fifth for the beams' likeliest other hypothesis.
     twenty = [[hypothesis([5, 2], -1.0)]] * 14 + [[hypothesis([6, 2], -1.0)]] * 6
     assert tokens(most_frequent_outputs(twenty, 5)) == [[5, 2]] * 3 + [[6, 2]] * 2
+    # At most two copies: the fifth output is the beams' likeliest other hypothesis (7), not a
+    # third 5; a limit above every share changes nothing.
+    twenty_beams = [[hypothesis([5, 2], -1.0), hypothesis([7, 2], -3.0)]] * 14 + [[hypothesis([6, 2], -1.0)]] * 6
+    assert tokens(most_frequent_outputs(twenty_beams, 5, max_copies=2)) == [[5, 2]] * 2 + [[6, 2]] * 2 + [[7, 2]]
+    assert tokens(most_frequent_outputs(twenty_beams, 5, max_copies=3)) == [[5, 2]] * 3 + [[6, 2]] * 2
+    assert most_frequent_outputs(twenty_beams, 5, max_copies=5) == most_frequent_outputs(twenty_beams, 5)
     four = [[hypothesis([token, 2], -1.0), hypothesis([9, 2], -4.0)] for token in (5, 6, 7, 8)]
     assert sorted(tokens(most_frequent_outputs(four, 5))[:4]) == [[5, 2], [6, 2], [7, 2], [8, 2]]
     assert tokens(most_frequent_outputs(four, 5))[4] == [9, 2]
     # One hypothesis a draw (sampling): 6 (the likelier) gets the fifth-share copy; with
-    # distinct=True the chosen ones round again.
+    # max_copies=1 the chosen ones round again.
     sampled = [[hypothesis([5, 2], -2.0)], [hypothesis([6, 2], -1.0)]]
     assert tokens(most_frequent_outputs(sampled, 3)) == [[6, 2], [6, 2], [5, 2]]
-    assert tokens(most_frequent_outputs(sampled, 3, distinct=True)) == [[6, 2], [5, 2], [6, 2]]
+    assert tokens(most_frequent_outputs(sampled, 3, max_copies=1)) == [[6, 2], [5, 2], [6, 2]]
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +423,7 @@ def test_hub_translates_n_outputs_per_sentence(hub):
     assert isinstance(single, str) and single == hub.translate("a man rides a bike .", beam=2, max_len_b=20)
     assert [len(per_sentence) for per_sentence in hub.translate(sentences, n=2, seed=5, beam=2, latent_scale=0.5,
                                                                 max_len_b=20)] == [2, 2]
-    with pytest.raises(OptionError, match="latent_scale, latent_candidates and latent_distinct choose the n outputs"):
+    with pytest.raises(OptionError, match="latent_scale, latent_candidates, latent_distinct and latent_max_copies choose"):
         hub.translate(sentences, beam=2, latent_scale=0.5)
 
 

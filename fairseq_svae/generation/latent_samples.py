@@ -17,6 +17,8 @@ the other hypotheses of the draws' beams fill in, the greatest probability mass 
 ``--sampling``, one sentence a draw, the chosen ones come round again). ``--latent-candidates
 M`` sets M (M = N: one output a draw, in the order of the draws, repeats included: the fast
 choice). Without ``--latent-samples`` a conditional VAE decodes once, from the prior mean.
+``--latent-max-copies C`` prints an output at most C times (1 is ``--latent-distinct``; between
+it and the default, a user's choice of more different outputs or better ones).
 ``--latent-scale S`` draws z_k = mu + S * sigma * eps_k: below 1 the outputs
 keep closer to the prior mean's (better, less different), above 1 they spread further; the
 eps_k are the same for every S, so a source's k-th draw moves along one direction as S changes.
@@ -24,7 +26,7 @@ eps_k are the same for every S, so a source's k-th draw moves along one directio
 How it gets there, with fairseq's own translation task (:func:`install`, at plugin import):
 
 - fairseq's generation parser gets ``--latent-samples``, ``--latent-scale``,
-  ``--latent-candidates`` and ``--latent-distinct`` (so ``fairseq-generate --help`` and
+  ``--latent-candidates``, ``--latent-distinct`` and ``--latent-max-copies`` (so ``fairseq-generate --help`` and
   ``fairseq-interactive --help`` list them). fairseq's configuration keeps only the options of
   its dataclasses, so the parsed values travel as model overrides (``--model-overrides``,
   fairseq's channel for generation-time model options) to the model's ``latent_samples`` and the
@@ -58,6 +60,7 @@ from fairseq_svae.models.sentence_cvae import (
     PRIOR_LOGVAR,
     PRIOR_MEAN,
     check_latent_candidates,
+    check_latent_max_copies,
     check_latent_samples,
     check_latent_scale,
     is_conditional_vae,
@@ -70,11 +73,13 @@ OPTION = "--latent-samples"
 SCALE_OPTION = "--latent-scale"
 CANDIDATES_OPTION = "--latent-candidates"
 DISTINCT_OPTION = "--latent-distinct"
+MAX_COPIES_OPTION = "--latent-max-copies"
 # Keys of the generation options (the hub's per-call choice) and of the model's options.
 SAMPLES_KEY = "latent_samples"
 SCALE_KEY = "latent_scale"
 CANDIDATES_KEY = "latent_candidates"
 DISTINCT_KEY = "latent_distinct"
+MAX_COPIES_KEY = "latent_max_copies"
 SEED_KEY = "latent_seed"
 
 
@@ -107,14 +112,15 @@ def draws_log_mass(draws: List[List[dict]]) -> Dict[tuple, float]:
     return _outputs_found(draws)[0]
 
 
-def most_frequent_outputs(draws: List[List[dict]], n: int, distinct: bool = False) -> List[dict]:
+def most_frequent_outputs(draws: List[List[dict]], n: int, max_copies: int = 0) -> List[dict]:
     """n outputs of one source from its draws' searches (``draws[k]``: the hypotheses of the
     k-th draw's search, best first), each as its best-scored hypothesis, the most frequent first:
 
     1. the different best hypotheses, most frequent first, ties to the greater probability mass
        over the draws (:func:`draws_log_mass`);
-    2. while fewer than n (unless ``distinct``), the frequent ones again, each up to its share
-       of the n outputs, n x count / M rounded, the next copy going to the output with the most
+    2. while fewer than n, the frequent ones again, each up to its share of the n outputs,
+       n x count / M rounded, and up to ``max_copies`` (0: no other limit; 1: all different,
+       ``--latent-distinct``), the next copy going to the output with the most
        draws per copy it already has (Adams's divisor method of apportionment: every different
        output before any repeat);
     3. while still fewer than n, the searches' other hypotheses, the greatest mass first (one
@@ -127,13 +133,16 @@ def most_frequent_outputs(draws: List[List[dict]], n: int, distinct: bool = Fals
     the Multi30k CVAE the same average BLEU at pairwise BLEU 58 instead of 54). Where the draws
     agree, the beams' other hypotheses are weaker than the output most draws gave: repeating it
     by its share instead lifts the average BLEU by 0.6 (test) and 0.7 (valid) at 3 points more
-    pairwise BLEU, above the line between the different outputs and one output a draw."""
+    pairwise BLEU, above the line between the different outputs and one output a draw. A limit
+    of 2 or 3 copies lies between the two rules: the README's figures for each."""
     log_mass, representative, counts = _outputs_found(draws)
     chosen = sorted(counts, key=lambda key: (-counts[key], -log_mass[key]))[:n]
     copies = Counter(chosen)
     # Each output's share of the n, rounded half up (Python's round() would round 2.5 to 2).
     most_copies = {key: math.floor(n * counts[key] / len(draws) + 0.5) for key in chosen}
-    while not distinct and len(chosen) < n:
+    if max_copies:
+        most_copies = {key: min(copies, max_copies) for key, copies in most_copies.items()}
+    while len(chosen) < n:
         room = [key for key in copies if copies[key] < most_copies[key]]
         if not room:
             break
@@ -155,15 +164,16 @@ class LatentSamplesGenerator:
     its M rows' searches gave (:func:`most_frequent_outputs`), or with M = N the best
     hypothesis of each row, in the order of the draws. M is ``candidates`` (0: 4N,
     ``--latent-candidates``). With ``--sampling`` each row draws one sentence. ``scale``
-    multiplies each draw's distance from the prior mean (``--latent-scale``); ``distinct``
-    keeps the N outputs different (``--latent-distinct``).
+    multiplies each draw's distance from the prior mean (``--latent-scale``); ``max_copies``
+    limits how often one output is printed (``--latent-max-copies``; 1: ``--latent-distinct``).
     """
 
     def __init__(self, generator, samples: int, seed: int, scale: float = 1.0, candidates: int = 0,
-                 distinct: bool = False):
+                 max_copies: int = 0):
         check_latent_samples(samples)
         check_latent_scale(scale)
         check_latent_candidates(candidates, samples)
+        check_latent_max_copies(max_copies, candidates, samples)
         if generator.model.models_size > 1:
             raise IncompatibleCheckpointError(
                 f"{OPTION} needs a single model, got an ensemble of {generator.model.models_size} "
@@ -172,7 +182,7 @@ class LatentSamplesGenerator:
         self.samples = samples
         self.seed = seed
         self.scale = scale
-        self.distinct = distinct
+        self.max_copies = max_copies
         self.draws = latent_draws(samples, candidates)  # z's decoded a source
         if isinstance(generator.search, Sampling):
             # Each draw of z samples one sentence; --beam only satisfies fairseq-generate's rule
@@ -217,7 +227,7 @@ class LatentSamplesGenerator:
         sources = range(len(rows) // repeat)
         if repeat == self.samples:  # one output a draw, in the order of the draws
             return [[rows[source * repeat + k][0] for k in range(repeat)] for source in sources]
-        return [most_frequent_outputs(rows[source * repeat:(source + 1) * repeat], self.samples, self.distinct)
+        return [most_frequent_outputs(rows[source * repeat:(source + 1) * repeat], self.samples, self.max_copies)
                 for source in sources]
 
 
@@ -252,11 +262,21 @@ def _latent_generator(original):
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         scale = float(requested(models, args, SCALE_KEY, 1.0))
         candidates = int(requested(models, args, CANDIDATES_KEY, 0) or 0)
-        distinct = bool(requested(models, args, DISTINCT_KEY, False))
-        return LatentSamplesGenerator(generator, samples, int(seed), scale, candidates, distinct)
+        max_copies = outputs_max_copies(bool(requested(models, args, DISTINCT_KEY, False)),
+                                        int(requested(models, args, MAX_COPIES_KEY, 0) or 0))
+        return LatentSamplesGenerator(generator, samples, int(seed), scale, candidates, max_copies)
 
     build_generator.__wrapped__ = original
     return build_generator
+
+
+def outputs_max_copies(distinct: bool, max_copies: int) -> int:
+    """How often one output may be printed of the N: --latent-distinct is --latent-max-copies 1
+    (0: up to its share of the N)."""
+    if distinct and max_copies not in (0, 1):
+        raise OptionError(f"{DISTINCT_OPTION} is {MAX_COPIES_OPTION} 1 and cannot be combined with "
+                          f"{MAX_COPIES_OPTION} {max_copies}; give one of them")
+    return 1 if distinct else max_copies
 
 
 def _given(argv: List[str], flag: str) -> bool:
@@ -287,6 +307,12 @@ def _with_latent_samples_option(original):
                                 "fewer, the beams' likeliest other hypotheses fill in); by default an "
                                 "output that most draws agree on is printed again, up to its share "
                                 "of the N, before any fill-in")
+        group.add_argument(MAX_COPIES_OPTION, type=int, default=None, metavar="C",
+                           help=f"with {OPTION} N: print one output at most C times (an output that "
+                                "most draws agree on comes again up to its share of the N and at most "
+                                f"C times; then the beams' likeliest other hypotheses): 1 is "
+                                f"{DISTINCT_OPTION}, larger C better outputs, smaller C more different "
+                                "ones (default: up to the share)")
         return group
 
     add_generation_args.__wrapped__ = original
@@ -305,6 +331,9 @@ def _passing_latent_samples(original):
             if _given(argv, DISTINCT_OPTION):
                 raise OptionError(f"{DISTINCT_OPTION} keeps the outputs of {OPTION} N different; add "
                                   f"{OPTION} N (without it the output is decoded from the prior mean)")
+            if _given(argv, MAX_COPIES_OPTION):
+                raise OptionError(f"{MAX_COPIES_OPTION} limits the repeats among the outputs of {OPTION} "
+                                  f"N; add {OPTION} N (without it the output is decoded from the prior mean)")
             if _given(argv, CANDIDATES_OPTION):
                 raise OptionError(f"{CANDIDATES_OPTION} M chooses the outputs of {OPTION} N among M "
                                   f"draws; add {OPTION} N (without it the output is decoded from the "
@@ -324,6 +353,11 @@ def _passing_latent_samples(original):
             overrides[CANDIDATES_KEY] = candidates
         if getattr(args, DISTINCT_KEY, None):
             overrides[DISTINCT_KEY] = True
+        max_copies = getattr(args, MAX_COPIES_KEY, None)
+        if max_copies is not None:
+            outputs_max_copies(bool(getattr(args, DISTINCT_KEY, None)), max_copies)
+            check_latent_max_copies(max_copies, candidates or 0, samples)
+            overrides[MAX_COPIES_KEY] = max_copies
         args.model_overrides = repr(overrides)
         if not _given(argv, "--nbest"):
             args.nbest = samples
@@ -343,7 +377,8 @@ def _wrap(owner, name: str, wrapper) -> None:
 
 
 def install() -> None:
-    """The --latent-samples, --latent-scale, --latent-candidates and --latent-distinct options
+    """The --latent-samples, --latent-scale, --latent-candidates, --latent-distinct and
+    --latent-max-copies options
     and the generator behind them (idempotent)."""
     _wrap(options, "add_generation_args", _with_latent_samples_option)
     _wrap(options, "parse_args_and_arch", _passing_latent_samples)

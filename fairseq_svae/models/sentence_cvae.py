@@ -276,22 +276,24 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
         )
         return cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
                    latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
-                   prior_draw_fraction=args.prior_draw_fraction,
+                   latent_max_copies=args.latent_max_copies, prior_draw_fraction=args.prior_draw_fraction,
                    prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice,
                    prior_draw_score_tokens=args.prior_draw_score_tokens,
                    prior_draw_score_words=args.prior_draw_score_words)
 
     def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
-                 latent_candidates: int = 0, latent_distinct: bool = False, prior_draw_fraction: float = 0.0,
+                 latent_candidates: int = 0, latent_distinct: bool = False, latent_max_copies: int = 0,
+                 prior_draw_fraction: float = 0.0,
                  prior_draw_best_of: int = 1, prior_draw_choice: str = LIKELIHOOD_CHOICE,
                  prior_draw_score_tokens: int = 0, prior_draw_score_words: int = 0):
         super().__init__(encoder, decoder)
         # Generation's choices, set by fairseq-generate --latent-samples / --latent-scale /
-        # --latent-candidates / --latent-distinct.
+        # --latent-candidates / --latent-distinct / --latent-max-copies.
         self.latent_samples = latent_samples
         self.latent_scale = latent_scale
         self.latent_candidates = latent_candidates
         self.latent_distinct = latent_distinct
+        self.latent_max_copies = latent_max_copies
         self.prior_draw_fraction = prior_draw_fraction
         self.prior_draw_best_of = prior_draw_best_of
         self.prior_draw_choice = prior_draw_choice
@@ -463,6 +465,17 @@ def check_latent_candidates(candidates: int, samples: int) -> None:
                           f"the N outputs are chosen among the outputs of M draws")
 
 
+def check_latent_max_copies(max_copies: int, candidates: int, samples: int) -> None:
+    """--latent-max-copies C (0: each output up to its share of the N) against --latent-samples N
+    and --latent-candidates M."""
+    if max_copies < 0:
+        raise OptionError(f"--latent-max-copies must be >= 0 (0: each output up to its share of the N), got {max_copies}")
+    if max_copies and candidates == samples:
+        raise OptionError(f"--latent-max-copies chooses the N outputs among more draws than N; with "
+                          f"--latent-candidates {candidates} = --latent-samples {samples} each draw gives one "
+                          f"output: leave out --latent-candidates (4N draws) or raise it")
+
+
 def check_options(args) -> None:
     if args.latent_dim < 1:
         raise OptionError(f"--latent-dim must be at least 1, got {args.latent_dim}")
@@ -486,6 +499,7 @@ def check_options(args) -> None:
         raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
     check_latent_scale(args.latent_scale)
     check_latent_candidates(args.latent_candidates, args.latent_samples)
+    check_latent_max_copies(args.latent_max_copies, args.latent_candidates, args.latent_samples)
     if args.posterior_mean_bn_gamma:
         raise OptionError(
             f"--posterior-mean-bn-gamma {args.posterior_mean_bn_gamma}: BN-VAE is not available for "
@@ -511,11 +525,13 @@ def base_architecture(args):
     args.latent_dim = getattr(args, "latent_dim", 32)
     args.word_dropout = getattr(args, "word_dropout", 0.0)
     # Generation only: fairseq-generate --latent-samples N, --latent-scale S, --latent-candidates
-    # M and --latent-distinct set them (see generation.latent_samples; 0 candidates: the default).
+    # M, --latent-distinct and --latent-max-copies C set them (see generation.latent_samples; 0
+    # candidates, 0 copies: the defaults).
     args.latent_samples = getattr(args, "latent_samples", 0)
     args.latent_scale = getattr(args, "latent_scale", 1.0)
     args.latent_candidates = getattr(args, "latent_candidates", 0)
     args.latent_distinct = getattr(args, "latent_distinct", False)
+    args.latent_max_copies = getattr(args, "latent_max_copies", 0)
     args.prior_draw_fraction = getattr(args, "prior_draw_fraction", 0.0)
     args.prior_draw_best_of = getattr(args, "prior_draw_best_of", 1)
     args.prior_draw_choice = getattr(args, "prior_draw_choice", LIKELIHOOD_CHOICE)
