@@ -248,7 +248,8 @@ def test_latent_scale_reaches_the_generator_through_fairseq_generates_options(mu
     (["--latent-max-copies", "2", "--latent-distinct"],
      "--latent-distinct is --latent-max-copies 1 and cannot be combined with --latent-max-copies 2"),
     (["--latent-max-copies", "2", "--latent-candidates", "3"],
-     "--latent-max-copies chooses the N outputs among more draws than N"),
+     r"--latent-max-copies \(and --latent-distinct, which is 1\) choose the N outputs among more draws than N"),
+    (["--latent-distinct", "--latent-candidates", "3"], r"--latent-max-copies \(and --latent-distinct"),
 ])
 def test_latent_max_copies_out_of_range_or_in_conflict_is_refused(multi30k_bin, trained_cvae, option, message):
     import fairseq_svae  # noqa: F401

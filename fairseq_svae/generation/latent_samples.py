@@ -351,13 +351,13 @@ def _passing_latent_samples(original):
         if candidates is not None:
             check_latent_candidates(candidates, samples)
             overrides[CANDIDATES_KEY] = candidates
-        if getattr(args, DISTINCT_KEY, None):
+        distinct = bool(getattr(args, DISTINCT_KEY, None))
+        if distinct:
             overrides[DISTINCT_KEY] = True
         max_copies = getattr(args, MAX_COPIES_KEY, None)
         if max_copies is not None:
-            outputs_max_copies(bool(getattr(args, DISTINCT_KEY, None)), max_copies)
-            check_latent_max_copies(max_copies, candidates or 0, samples)
             overrides[MAX_COPIES_KEY] = max_copies
+        check_latent_max_copies(outputs_max_copies(distinct, max_copies or 0), candidates or 0, samples)
         args.model_overrides = repr(overrides)
         if not _given(argv, "--nbest"):
             args.nbest = samples

@@ -471,7 +471,8 @@ def check_latent_max_copies(max_copies: int, candidates: int, samples: int) -> N
     if max_copies < 0:
         raise OptionError(f"--latent-max-copies must be >= 0 (0: each output up to its share of the N), got {max_copies}")
     if max_copies and candidates == samples:
-        raise OptionError(f"--latent-max-copies chooses the N outputs among more draws than N; with "
+        raise OptionError(f"--latent-max-copies (and --latent-distinct, which is 1) choose the N outputs "
+                          f"among more draws than N; with "
                           f"--latent-candidates {candidates} = --latent-samples {samples} each draw gives one "
                           f"output: leave out --latent-candidates (4N draws) or raise it")
 
