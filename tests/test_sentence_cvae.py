@@ -180,8 +180,8 @@ def test_latent_samples_give_n_outputs_per_source_from_distinct_draws(multi30k_b
 def test_latent_distinct_with_beam_search_gives_different_outputs(multi30k_bin, trained_cvae):
     """By construction: a beam of 5 finishes 5 different hypotheses for each draw, so with
     --latent-distinct the 5 outputs chosen among 20 draws are 5 different sentences for every
-    source, and with --latent-max-copies 2 none comes more than twice; by default an output repeats only as often as its share of the draws allows, and the
-    repeated ones come first."""
+    source, and with --latent-max-copies 2 none comes more than twice; by default an output
+    repeats only as often as its share of the draws allows, and the repeated ones come first."""
     checkpoint, _ = trained_cvae
     options = ["--latent-samples", "5", "--beam", "5", "--seed", "3"]
     distinct = hypotheses(generate(multi30k_bin, checkpoint, *options, "--latent-distinct"))

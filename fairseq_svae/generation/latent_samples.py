@@ -138,10 +138,10 @@ def most_frequent_outputs(draws: List[List[dict]], n: int, max_copies: int = 0) 
     log_mass, representative, counts = _outputs_found(draws)
     chosen = sorted(counts, key=lambda key: (-counts[key], -log_mass[key]))[:n]
     copies = Counter(chosen)
-    # Each output's share of the n, rounded half up (Python's round() would round 2.5 to 2).
-    most_copies = {key: math.floor(n * counts[key] / len(draws) + 0.5) for key in chosen}
-    if max_copies:
-        most_copies = {key: min(copies, max_copies) for key, copies in most_copies.items()}
+    # Each output's share of the n, rounded half up (Python's round() would round 2.5 to 2),
+    # and at most max_copies (no share exceeds n).
+    limit = max_copies or n
+    most_copies = {key: min(limit, math.floor(n * counts[key] / len(draws) + 0.5)) for key in chosen}
     while len(chosen) < n:
         room = [key for key in copies if copies[key] < most_copies[key]]
         if not room:
