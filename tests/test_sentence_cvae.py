@@ -584,6 +584,87 @@ def test_prior_draw_choice_posterior_takes_the_draw_that_q_finds_likeliest(multi
     assert model.encoder.to_prior.weight.grad.abs().sum() > 0
 
 
+def _with_bag_of_words_head(model, weight=1.0):
+    """``model`` with a fresh bag-of-words head over [z; the source's summary], as
+    --bag-of-words-loss W builds it."""
+    from fairseq_svae.models.bag_of_words import BagOfWordsHead
+
+    dictionary = model.decoder.dictionary
+    torch.manual_seed(5)
+    model.bag_of_words = BagOfWordsHead(model.latent_dim + model.encoder.source_encoder.output_units,
+                                        len(dictionary), ignored_ids=(dictionary.pad(), dictionary.eos()))
+    model.bag_of_words_weight = weight
+    return model
+
+
+def _independent_bag_of_words_nll(model, latent, summary, target):
+    """Each sentence's NLL of its target's words (end-of-sentence and padding left out) under the
+    head's softmax over [z; summary], computed here from the head's weights."""
+    dictionary = model.decoder.dictionary
+    head = model.bag_of_words.projection
+    log_probs = (torch.cat([latent, summary], -1) @ head.weight.t() + head.bias).log_softmax(-1)
+    counted = target.ne(dictionary.pad()) & target.ne(dictionary.eos())
+    return -(log_probs.gather(-1, target) * counted).sum(-1)
+
+
+def test_bag_of_words_loss_is_the_targets_words_under_z_and_the_source(multi30k_bin, trained_cvae):
+    """--bag-of-words-loss W: the model's extra output holds the batch's summed NLL of each
+    target's words under the head's one distribution from [z; the source's summary], z the
+    code the decoder reads; its gradient reaches the recognition network and the source encoder."""
+    from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL
+    from fairseq_svae.models.sentence_cvae import SOURCE_STATES, final_summary
+
+    model, _, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model = _with_bag_of_words_head(model).train()
+    model.prior_draw_fraction = 0.0
+    net_input = sample["net_input"]
+    read = {}
+    hook = model.decoder.register_forward_pre_hook(
+        lambda _, args, kwargs: read.update(latent=kwargs["encoder_out"]["latent"].detach()), with_kwargs=True)
+    _, extra = model(**net_input)
+    hook.remove()
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    summary = final_summary(encoder_out[SOURCE_STATES][1]).detach()
+    expected = _independent_bag_of_words_nll(model, read["latent"], summary, sample["target"]).sum()
+    assert torch.allclose(extra[BAG_OF_WORDS_NLL].detach(), expected, rtol=1e-4)
+    extra[BAG_OF_WORDS_NLL].backward()
+    assert model.encoder.to_posterior.weight.grad.abs().sum() > 0
+    assert model.encoder.source_encoder.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_prior_draw_choice_bag_of_words_takes_the_draw_whose_words_fit_the_target(multi30k_bin, trained_cvae):
+    """--prior-draw-choice bag-of-words: of K draws z ~ p(z|x), the one under which the
+    bag-of-words head gives the target's words the highest likelihood (computed here
+    independently from the head's weights), with no decoder pass; the chosen draw stays
+    reparameterized, so the prior head gets the gradient."""
+    from fairseq_svae.models.sentence_cvae import SOURCE_STATES, final_summary
+
+    model, _, sample = _trained_model_and_batch(trained_cvae[0], multi30k_bin)
+    model = _with_bag_of_words_head(model).train()
+    net_input, draws = sample["net_input"], 6
+    model.prior_draw_best_of = draws
+    encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+    rows = torch.tensor([0, 2, 3, 7])
+    decoder_passes = []
+    hook = model.decoder.register_forward_pre_hook(lambda *_: decoder_passes.append(1))
+    torch.manual_seed(11)
+    chosen = model.prior_draws_best_for_bag_of_words(encoder_out, net_input["prev_output_tokens"], rows)
+    hook.remove()
+    assert not decoder_passes
+
+    candidates = _prior_draws_after_seed(encoder_out, rows, draws, seed=11)
+    summary = final_summary(encoder_out[SOURCE_STATES][1])[rows].detach()
+    with torch.no_grad():
+        nll = torch.stack([_independent_bag_of_words_nll(model, candidate, summary, sample["target"][rows])
+                           for candidate in candidates])
+    best = nll.argmin(0)
+    assert torch.allclose(chosen.detach(), candidates[best, torch.arange(len(rows))], atol=1e-6)
+    assert best.ne(0).any()  # not simply the first draw
+
+    chosen.sum().backward()
+    assert model.encoder.to_prior.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("frequent", [0, 20])
 def test_prior_draw_score_words_scores_the_draws_with_a_softmax_over_a_subset_of_the_vocabulary(
         multi30k_bin, trained_cvae, frequent):
@@ -640,13 +721,16 @@ def test_prior_draw_score_words_over_the_whole_dictionary_chooses_as_the_exact_s
 
 
 @pytest.mark.parametrize("choice, extra", [("likelihood", []), ("posterior", []),
-                                           ("likelihood", ["--prior-draw-score-words", "50"])])
+                                           ("likelihood", ["--prior-draw-score-words", "50"]),
+                                           ("bag-of-words", ["--bag-of-words-loss", "1"])])
 def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path, choice, extra):
     result = run_command(*train_command(multi30k_bin, tmp_path / "best-of", "--max-update", "6",
                                         "--prior-draw-fraction", "0.5", "--prior-draw-best-of", "3",
                                         "--prior-draw-choice", choice, *extra, "--no-save"))
     records = json_log_records(result.stdout + result.stderr, "train_inner")
     assert records and all(math.isfinite(float(record["loss"])) for record in records)
+    # The bag-of-words loss is logged (per sentence) exactly when it is trained.
+    assert all(("bow_nll" in record) == ("--bag-of-words-loss" in extra) for record in records)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -654,7 +738,11 @@ def test_prior_draw_best_of_trains_through_fairseq_train(multi30k_bin, tmp_path,
     ({"prior_draw_best_of": 4}, "--prior-draw-best-of 4 chooses among the draws of --prior-draw-fraction, which is 0"),
     ({"prior_draw_score_tokens": -1}, "--prior-draw-score-tokens must be >= 0 (0: the whole target), got -1"),
     ({"prior_draw_score_words": -5}, "--prior-draw-score-words must be >= 0 (0: the whole vocabulary), got -5"),
-    ({"prior_draw_choice": "decoder"}, "--prior-draw-choice must be one of likelihood, posterior, got 'decoder'"),
+    ({"prior_draw_choice": "decoder"},
+     "--prior-draw-choice must be one of likelihood, posterior, bag-of-words, got 'decoder'"),
+    ({"prior_draw_fraction": 0.5, "prior_draw_best_of": 4, "prior_draw_choice": "bag-of-words"},
+     "--prior-draw-choice bag-of-words chooses by the bag-of-words head, which --bag-of-words-loss 0 does not build"),
+    ({"bag_of_words_loss": -1.0}, "--bag-of-words-loss must be >= 0, got -1.0"),
 ])
 def test_prior_draw_best_of_without_prior_draws_is_refused(options, message):
     from argparse import Namespace

@@ -20,19 +20,24 @@ BAG_OF_WORDS_NLL = "bag_of_words_nll"
 
 
 class BagOfWordsHead(nn.Module):
-    """z -> log p(word) over the vocabulary, one distribution per sentence."""
+    """z -> log p(word) over the vocabulary, one distribution per sentence (a conditional VAE's
+    head reads z beside the source's summary, as Zhao et al.'s reads z beside the context)."""
 
-    def __init__(self, latent_dim: int, vocabulary: int, ignored_ids):
+    def __init__(self, input_dim: int, vocabulary: int, ignored_ids):
         super().__init__()
-        self.projection = nn.Linear(latent_dim, vocabulary)
+        self.projection = nn.Linear(input_dim, vocabulary)
         self.ignored_ids = tuple(ignored_ids)
 
-    def nll(self, latent: Tensor, tokens: Tensor) -> Tensor:
-        """The summed NLL of ``tokens`` (B x T ids) under each sentence's word distribution from
-        ``latent`` (B x latent_dim), in fp32 (a log-softmax over the vocabulary)."""
-        logits = self.projection(latent.to(self.projection.weight.dtype))  # (a half model under --fp16)
+    def sentence_nll(self, features: Tensor, tokens: Tensor) -> Tensor:
+        """Each sentence's summed NLL (B) of ``tokens`` (B x T ids) under its word distribution
+        from ``features`` (B x input_dim), in fp32 (a log-softmax over the vocabulary)."""
+        logits = self.projection(features.to(self.projection.weight.dtype))  # (a half model under --fp16)
         log_probs = F.log_softmax(logits.float(), dim=-1)
         counted = torch.ones_like(tokens, dtype=torch.bool)
         for ignored in self.ignored_ids:
             counted &= tokens.ne(ignored)
-        return -(log_probs.gather(1, tokens) * counted).sum()
+        return -(log_probs.gather(1, tokens) * counted).sum(dim=1)
+
+    def nll(self, features: Tensor, tokens: Tensor) -> Tensor:
+        """The batch's summed NLL (see :meth:`sentence_nll`)."""
+        return self.sentence_nll(features, tokens).sum()

@@ -19,7 +19,10 @@ of them from the best of K draws, the one under which its target (``--prior-draw
 T``: its first T tokens) is likeliest (``--prior-draw-score-words N``: by a softmax over the
 targets' words and the N most frequent only): hard EM over the prior's codes, so that different draws
 learn different good outputs; with ``--prior-draw-choice posterior`` the best is the draw that
-q(z|x, y) finds likeliest, without a decoder pass); generation decodes from the prior mean, or,
+q(z|x, y) finds likeliest, without a decoder pass, and with ``--prior-draw-choice bag-of-words``
+the draw under which the bag-of-words head of ``--bag-of-words-loss W`` (Zhao et al. 2017: z
+and the source's summary predict the target's words in any order, W times that NLL added to
+the loss) finds the target's words likeliest); generation decodes from the prior mean, or,
 with ``--latent-samples N`` (:mod:`fairseq_svae.generation.latent_samples`), from N draws
 z ~ p(z|x), one output each (``--latent-scale S`` scales their spread about the prior mean).
 Defaults live in :func:`base_architecture`, which takes fairseq ``lstm``'s for every size.
@@ -42,6 +45,7 @@ from torch import Tensor
 
 from fairseq_svae.errors import OptionError
 from fairseq_svae.gaussian import clamp_logvar, gaussian_log_density, reparameterize
+from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL, BagOfWordsHead
 from fairseq_svae.models.sentence_vae_decoder import word_dropout
 from fairseq_svae.models.sentence_vae_encoder import LATENT, POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
@@ -53,7 +57,8 @@ PRIOR_LOGVAR = "prior_logvar"
 # --prior-draw-choice: how --prior-draw-best-of K picks its draw.
 LIKELIHOOD_CHOICE = "likelihood"
 POSTERIOR_CHOICE = "posterior"
-PRIOR_DRAW_CHOICES = (LIKELIHOOD_CHOICE, POSTERIOR_CHOICE)
+BAG_OF_WORDS_CHOICE = "bag-of-words"
+PRIOR_DRAW_CHOICES = (LIKELIHOOD_CHOICE, POSTERIOR_CHOICE, BAG_OF_WORDS_CHOICE)
 SOURCE_STATES = "source_states"  # fairseq LSTMEncoder's tuple: outputs, hiddens, cells, padding mask
 
 
@@ -218,7 +223,10 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                                  "'likelihood' (the default), the draw under which the decoder "
                                  "gives the target the highest likelihood (K decoder passes); "
                                  "'posterior', the draw that the recognition network q(z|x, y) "
-                                 "gives the highest density (no decoder pass: as fast as one draw)")
+                                 "gives the highest density (no decoder pass: as fast as one draw); "
+                                 "'bag-of-words', the draw under which --bag-of-words-loss's head "
+                                 "gives the target's words the highest likelihood (one linear layer "
+                                 "a draw, no decoder pass)")
         parser.add_argument("--prior-draw-score-tokens", type=int, metavar="T",
                             help="with --prior-draw-best-of K and the likelihood choice: score the "
                                  "draws on the target's first T tokens only (the decoder's scoring "
@@ -232,6 +240,13 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                                  "words for every draw, so the ranking of the draws holds: the output "
                                  "layer, most of a scoring pass's cost, shrinks to those words). "
                                  "0 = the whole vocabulary (exact)")
+        parser.add_argument("--bag-of-words-loss", type=float, metavar="W",
+                            help="Zhao et al. (2017): a linear head predicts the target's words, in "
+                                 "any order, from z and the source's summary, and training adds W "
+                                 "times its NLL to the loss, so that z holds what the target says "
+                                 "beyond the source rather than how the decoder continues it; not "
+                                 "part of the ELBO or the reported likelihoods; 0 (the default) "
+                                 "builds no head")
         parser.add_argument("--posterior-mean-bn-gamma", type=float, metavar="G",
                             help="BN-VAE is not available for sentence_cvae (its prior is learned); "
                                  "only 0 is accepted")
@@ -274,12 +289,17 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             pretrained_embed=LatentConditionedEmbedding(target_words, args.latent_dim),
             share_input_output_embed=args.share_decoder_input_output_embed,
         )
-        return cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
-                   latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
-                   latent_max_copies=args.latent_max_copies, prior_draw_fraction=args.prior_draw_fraction,
-                   prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice,
-                   prior_draw_score_tokens=args.prior_draw_score_tokens,
-                   prior_draw_score_words=args.prior_draw_score_words)
+        model = cls(encoder, decoder, latent_samples=args.latent_samples, latent_scale=args.latent_scale,
+                    latent_candidates=args.latent_candidates, latent_distinct=args.latent_distinct,
+                    latent_max_copies=args.latent_max_copies, prior_draw_fraction=args.prior_draw_fraction,
+                    prior_draw_best_of=args.prior_draw_best_of, prior_draw_choice=args.prior_draw_choice,
+                    prior_draw_score_tokens=args.prior_draw_score_tokens,
+                    prior_draw_score_words=args.prior_draw_score_words)
+        model.bag_of_words_weight = args.bag_of_words_loss
+        if args.bag_of_words_loss > 0:
+            model.bag_of_words = BagOfWordsHead(args.latent_dim + source_encoder.output_units, len(target_dict),
+                                                ignored_ids=(target_dict.pad(), target_dict.eos()))
+        return model
 
     def __init__(self, encoder, decoder, latent_samples: int = 0, latent_scale: float = 1.0,
                  latent_candidates: int = 0, latent_distinct: bool = False, latent_max_copies: int = 0,
@@ -338,6 +358,8 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
                 if self.prior_draw_choice == POSTERIOR_CHOICE:
                     best = self.prior_draws_likeliest_under_posterior(
                         encoder_out, posterior_mean, posterior_logvar, rows)
+                elif self.prior_draw_choice == BAG_OF_WORDS_CHOICE:
+                    best = self.prior_draws_best_for_bag_of_words(encoder_out, prev_output_tokens, rows)
                 else:
                     best = self.best_prior_draws(encoder_out, prev_output_tokens, rows)
                 prior_draw = prior_draw.index_copy(0, rows, best)
@@ -351,6 +373,11 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             PRIOR_MEAN: encoder_out[PRIOR_MEAN],
             PRIOR_LOGVAR: encoder_out[PRIOR_LOGVAR],
         }
+        if getattr(self, "bag_of_words", None) is not None:
+            # From the z the decoder reads (q's draw, or the prior's for --prior-draw-fraction's
+            # sentences); the target's words are prev_output_tokens' but for end-of-sentence.
+            summary = final_summary(encoder_out[SOURCE_STATES][1])
+            extra[BAG_OF_WORDS_NLL] = self.bag_of_words.nll(bag_of_words_input(latent, summary), prev_output_tokens)
         return output, extra
 
     def best_prior_draws(self, encoder_out: Dict, prev_output_tokens: Tensor, rows: Tensor) -> Tensor:
@@ -399,11 +426,35 @@ class SentenceCVAEModel(FairseqEncoderDecoderModel):
             best = log_q.argmax(dim=0)
         return candidates[best, torch.arange(rows.numel(), device=rows.device)]
 
+    def prior_draws_best_for_bag_of_words(self, encoder_out: Dict, prev_output_tokens: Tensor,
+                                          rows: Tensor) -> Tensor:
+        """For each sentence in ``rows``, of K = ``prior_draw_best_of`` draws z ~ p(z|x) the one
+        under which the bag-of-words head gives the target's words the highest likelihood: the
+        decoder's choice approximated by what z says about the target's words, one linear layer
+        a draw instead of a decoder pass. The choice takes no gradient; the chosen draw stays
+        reparameterized, so it still trains the prior."""
+        draws = self.prior_draw_best_of
+        candidates = self.prior_candidates(encoder_out, rows)  # K x R x D
+        with torch.no_grad():
+            summary = final_summary(encoder_out[SOURCE_STATES][1]).index_select(0, rows)
+            features = bag_of_words_input(candidates, summary)  # K x R x (D + units)
+            tokens = prev_output_tokens.index_select(0, rows).repeat(draws, 1)  # draw k of row r at k * R + r
+            nll = self.bag_of_words.sentence_nll(features.reshape(draws * rows.numel(), -1), tokens)
+            best = nll.view(draws, rows.numel()).argmin(dim=0)  # R
+        return candidates[best, torch.arange(rows.numel(), device=rows.device)]
+
     def prior_candidates(self, encoder_out: Dict, rows: Tensor) -> Tensor:
         """K = ``prior_draw_best_of`` reparameterized draws z ~ p(z|x) for each sentence in ``rows``: K x R x D."""
         draws = self.prior_draw_best_of
         mean, logvar = encoder_out[PRIOR_MEAN].index_select(0, rows), encoder_out[PRIOR_LOGVAR].index_select(0, rows)
         return reparameterize(mean.expand(draws, -1, -1), logvar.expand(draws, -1, -1))
+
+
+def bag_of_words_input(latent: Tensor, summary: Tensor) -> Tensor:
+    """[z; the source's summary], what the CVAE's bag-of-words head reads (``latent``: B x D, or
+    K x B x D for K draws of each of the B sentences; ``summary``: B x units)."""
+    summary = summary.to(latent.dtype).expand(*latent.shape[:-1], -1)
+    return torch.cat([latent, summary], dim=-1)
 
 
 def scoring_words(targets: Tensor, frequent: int, dictionary) -> Tensor:
@@ -496,6 +547,11 @@ def check_options(args) -> None:
     if args.prior_draw_choice not in PRIOR_DRAW_CHOICES:
         raise OptionError(f"--prior-draw-choice must be one of {', '.join(PRIOR_DRAW_CHOICES)}, "
                           f"got {args.prior_draw_choice!r}")
+    if args.bag_of_words_loss < 0:
+        raise OptionError(f"--bag-of-words-loss must be >= 0, got {args.bag_of_words_loss}")
+    if args.prior_draw_choice == BAG_OF_WORDS_CHOICE and args.bag_of_words_loss == 0:
+        raise OptionError(f"--prior-draw-choice {BAG_OF_WORDS_CHOICE} chooses by the bag-of-words head, "
+                          f"which --bag-of-words-loss 0 does not build; add --bag-of-words-loss W (e.g. 1)")
     if args.latent_samples < 0:
         raise OptionError(f"--latent-samples must be >= 0, got {args.latent_samples}")
     check_latent_scale(args.latent_scale)
@@ -538,4 +594,5 @@ def base_architecture(args):
     args.prior_draw_choice = getattr(args, "prior_draw_choice", LIKELIHOOD_CHOICE)
     args.prior_draw_score_tokens = getattr(args, "prior_draw_score_tokens", 0)
     args.prior_draw_score_words = getattr(args, "prior_draw_score_words", 0)
+    args.bag_of_words_loss = getattr(args, "bag_of_words_loss", 0.0)
     args.posterior_mean_bn_gamma = getattr(args, "posterior_mean_bn_gamma", 0.0)
