@@ -15,8 +15,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from fairseq_svae.errors import OptionError
+
 # The key of the decoder's extra output that holds the batch's summed bag-of-words NLL (nats).
 BAG_OF_WORDS_NLL = "bag_of_words_nll"
+
+
+def check_bag_of_words_loss(weight: float) -> None:
+    """--bag-of-words-loss W, for every model that has it."""
+    if weight < 0:
+        raise OptionError(f"--bag-of-words-loss must be >= 0, got {weight}")
 
 
 class BagOfWordsHead(nn.Module):

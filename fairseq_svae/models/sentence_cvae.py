@@ -45,7 +45,7 @@ from torch import Tensor
 
 from fairseq_svae.errors import OptionError
 from fairseq_svae.gaussian import clamp_logvar, gaussian_log_density, reparameterize
-from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL, BagOfWordsHead
+from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL, BagOfWordsHead, check_bag_of_words_loss
 from fairseq_svae.models.sentence_vae_decoder import word_dropout
 from fairseq_svae.models.sentence_vae_encoder import LATENT, POSTERIOR_LOGVAR, POSTERIOR_MEAN
 from fairseq_svae.token_nll import token_nll
@@ -547,8 +547,7 @@ def check_options(args) -> None:
     if args.prior_draw_choice not in PRIOR_DRAW_CHOICES:
         raise OptionError(f"--prior-draw-choice must be one of {', '.join(PRIOR_DRAW_CHOICES)}, "
                           f"got {args.prior_draw_choice!r}")
-    if args.bag_of_words_loss < 0:
-        raise OptionError(f"--bag-of-words-loss must be >= 0, got {args.bag_of_words_loss}")
+    check_bag_of_words_loss(args.bag_of_words_loss)
     if args.prior_draw_choice == BAG_OF_WORDS_CHOICE and args.bag_of_words_loss == 0:
         raise OptionError(f"--prior-draw-choice {BAG_OF_WORDS_CHOICE} chooses by the bag-of-words head, "
                           f"which --bag-of-words-loss 0 does not build; add --bag-of-words-loss W (e.g. 1)")

@@ -13,7 +13,7 @@ from fairseq.models import (
 )
 
 from fairseq_svae.errors import IncompatibleCheckpointError, OptionError
-from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL, BagOfWordsHead
+from fairseq_svae.models.bag_of_words import BAG_OF_WORDS_NLL, BagOfWordsHead, check_bag_of_words_loss
 from fairseq_svae.models.sentence_vae_decoder import SentenceVAEDecoder
 from fairseq_svae.models.sentence_vae_encoder import (
     POSTERIOR_LOGVAR,
@@ -148,8 +148,7 @@ class SentenceVAEModel(FairseqEncoderDecoderModel):
             share_input_output_embed=args.share_decoder_input_output_embed,
         )
         model = cls(encoder, decoder)
-        if args.bag_of_words_loss < 0:
-            raise OptionError(f"--bag-of-words-loss must be >= 0, got {args.bag_of_words_loss}")
+        check_bag_of_words_loss(args.bag_of_words_loss)
         model.bag_of_words_weight = args.bag_of_words_loss
         if args.bag_of_words_loss > 0:
             model.bag_of_words = BagOfWordsHead(
