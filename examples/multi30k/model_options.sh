@@ -34,7 +34,9 @@ CVAE_OUTPUTS_OPTION=${CVAE_OUTPUTS_OPTION:---latent-samples}
 # checkpoint_best.pt is the best validation loss of the epochs. SAVE_INTERVAL_UPDATES=N also
 # validates and saves every N updates (keeping one such checkpoint): for data whose epoch is
 # longer than the budget (the paraphrase pairs), and so that a stopped run resumes near where it was.
+# SEED (default 1) trains another run of the same recipe: the seeds move the Multi30k models by
+# more than the systems differ, so systems are compared over several (compare_seeds.py).
 training_options=(--optimizer adam --lr 1e-3 --clip-norm 1.0 --max-tokens 4000
-                  --max-update "${MAX_UPDATE:-2000}" --seed 1 --num-workers 0 --no-epoch-checkpoints
+                  --max-update "${MAX_UPDATE:-2000}" --seed "${SEED:-1}" --num-workers 0 --no-epoch-checkpoints
                   --log-format json --log-interval 50
                   ${SAVE_INTERVAL_UPDATES:+--save-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates 1})
