@@ -36,11 +36,12 @@ def setting_figures(results_file: Path, setting: str) -> Dict[str, float]:
     raise OptionError(f"{results_file} has no setting {setting!r}; it has {names}")
 
 
-def mean_and_deviation(values: List[float]) -> str:
-    """The mean and the sample standard deviation, or the value alone for one run."""
+def summary(values: List[float]) -> str:
+    """One run's value, or the runs' mean ± sample standard deviation followed by each value."""
+    each = " / ".join(f"{value:.2f}" for value in values)
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return each
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({each})"
 
 
 def table(systems: List[List[str]]) -> str:
@@ -50,11 +51,7 @@ def table(systems: List[List[str]]) -> str:
         cells = []
         for figure in FIGURES:
             values = [run[figure] for run in runs if run[figure] is not None]
-            if not values:
-                cells.append("")
-                continue
-            each = " / ".join(f"{value:.2f}" for value in values)
-            cells.append(f"{mean_and_deviation(values)} ({each})" if len(values) > 1 else each)
+            cells.append(summary(values) if values else "")
         rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
