@@ -62,9 +62,9 @@ fi
 [ -f "$moe" ] && settings+=(--setting "hMoEup ${MOE_EXPERTS:-5} experts" "$moe" "${moe_task_options[*]} --beam 5")
 if [ -f "$cvae" ]; then
   # Five outputs: the most frequent of twenty draws' (the default: an output most draws agree
-  # on comes again, up to its share), the same with at most two copies of one (the setting
-  # chosen on Multi30k's validation set over five seeds, README), kept five different, and one
-  # a draw.
+  # on comes again, up to its share), the same with at most two copies of one (a point between
+  # the default and five different: Multi30k's README, Several seeds), kept five different, and
+  # one a draw.
   settings+=(--setting "CVAE prior mean, beam 5" "$cvae" "--beam 5"
              --setting "CVAE 5 outputs of 20 draws of z, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --beam 5"
              --setting "CVAE 5 outputs of 20 draws of z, at most 2 copies, beam 5" "$cvae" "$CVAE_OUTPUTS_OPTION 5 --latent-max-copies 2 --beam 5"
