@@ -16,7 +16,7 @@ F x K rows a sentence).
 
     CVAE_OPTIONS="--arch sentence_cvae --dropout 0.3 --criterion annealed_elbo --target-kl 4.5 \\
       --word-dropout 0 --prior-draw-fraction 0.5 --prior-draw-best-of 4" \\
-      OMP_NUM_THREADS=1 taskset -c 0 python scripts/benchmark_prior_draw_choice.py   # ~3 minutes
+      OMP_NUM_THREADS=1 taskset -c 0 python scripts/benchmark_prior_draw_choice.py   # ~4 minutes
 
 ``scripts/benchmark_translation_train.py`` gives the same rows' tokens/s through fairseq-train;
 this script is the breakdown. Run it on an otherwise idle machine.
@@ -62,7 +62,8 @@ class PartTimer:
 
 
 def build(data_bin: Path, model_options: list):
-    """fairseq's task, model, criterion and optimizer for these fairseq-train options."""
+    """fairseq's task, model, criterion, optimizer, clipping norm and batch size (tokens) for these
+    fairseq-train options."""
     from fairseq import optim, options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -76,15 +77,19 @@ def build(data_bin: Path, model_options: list):
     torch.manual_seed(1)
     model, criterion = task.build_model(cfg.model), task.build_criterion(cfg.criterion)
     optimizer = optim.build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
-    return task, model, criterion, optimizer, cfg.optimization.clip_norm
+    return task, model, criterion, optimizer, cfg.optimization.clip_norm, cfg.dataset.max_tokens
 
 
-def time_updates(model, criterion, optimizer, clip_norm: float, batches: list, warm_up: int) -> float:
-    """Seconds per update over ``batches[warm_up:]`` (the first ``warm_up`` are not timed)."""
+def time_updates(model, criterion, optimizer, clip_norm: float, batches: list, warm_up: int,
+                 parts: PartTimer = None) -> float:
+    """Seconds per update over ``batches[warm_up:]`` (the first ``warm_up`` are not timed, and
+    ``parts`` forgets what it counted in them)."""
     model.train()
     torch.manual_seed(0)
     for index, batch in enumerate(batches):
         if index == warm_up:
+            if parts is not None:
+                parts.seconds.clear()
             start = time.perf_counter()
         optimizer.zero_grad()
         loss, _, _ = criterion(model, batch)
@@ -98,7 +103,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-bin", type=Path, default=REPO / "runs" / "multi30k" / "data-bin",
                         help="Multi30k binarized by examples/multi30k/prepare.sh")
-    parser.add_argument("--updates", type=int, default=30, help="timed updates per row")
+    parser.add_argument("--updates", type=int, default=60, help="timed updates per row (30 proved noisy)")
     parser.add_argument("--warm-up", type=int, default=3, help="untimed updates before them")
     options = parser.parse_args()
     if not (options.data_bin / "dict.en.txt").exists():
@@ -106,15 +111,16 @@ def main():
                  f"Multi30k data-bin; make it with: bash examples/multi30k/prepare.sh")
     torch.set_num_threads(1)
 
-    task, lstm, cross_entropy, lstm_optimizer, clip_norm = build(options.data_bin, recipe_options("lstm_model_options"))
-    iterator = task.get_batch_iterator(task.dataset("train"), max_tokens=4000, seed=1).next_epoch_itr(shuffle=True)
+    task, lstm, cross_entropy, lstm_optimizer, clip_norm, max_tokens = build(options.data_bin,
+                                                                              recipe_options("lstm_model_options"))
+    iterator = task.get_batch_iterator(task.dataset("train"), max_tokens=max_tokens, seed=1).next_epoch_itr(shuffle=True)
     batches = [next(iterator) for _ in range(options.warm_up + options.updates)]
     timed = batches[options.warm_up:]
     target_tokens = sum(batch["ntokens"] for batch in timed) / len(timed)
     sentences = sum(batch["nsentences"] for batch in timed) / len(timed)
 
     rows = {"lstm": time_updates(lstm, cross_entropy, lstm_optimizer, clip_norm, batches, options.warm_up)}
-    _, cvae, elbo, cvae_optimizer, _ = build(options.data_bin, recipe_options("cvae_model_options"))
+    _, cvae, elbo, cvae_optimizer, _, _ = build(options.data_bin, recipe_options("cvae_model_options"))
     draws, fraction = cvae.prior_draw_best_of, cvae.prior_draw_fraction
     chosen_by = cvae.prior_draw_choice
     cvae.prior_draw_best_of = 1
@@ -124,8 +130,9 @@ def main():
         cvae.prior_draw_best_of = draws
         from fairseq_svae.models import sentence_cvae
 
-        choice_method = {"likelihood": "best_prior_draws", "posterior": "prior_draws_likeliest_under_posterior",
-                         "bag-of-words": "prior_draws_best_for_bag_of_words"}[chosen_by]
+        choice_method = {sentence_cvae.LIKELIHOOD_CHOICE: "best_prior_draws",
+                         sentence_cvae.POSTERIOR_CHOICE: "prior_draws_likeliest_under_posterior",
+                         sentence_cvae.BAG_OF_WORDS_CHOICE: "prior_draws_best_for_bag_of_words"}[chosen_by]
         setattr(cvae, choice_method, parts.wrap(getattr(cvae, choice_method), "choice", marks_choice=True))
         cvae.decoder.extract_features = parts.wrap(cvae.decoder.extract_features, "decoder steps")
         cvae.decoder.output_layer = parts.wrap(cvae.decoder.output_layer, "output layer")
@@ -133,9 +140,8 @@ def main():
         original_token_nll = sentence_cvae.token_nll
         sentence_cvae.token_nll = parts.wrap(original_token_nll, "NLL")
         try:
-            parts.seconds.clear()
             rows[f"sentence_cvae, best of {draws}"] = time_updates(cvae, elbo, cvae_optimizer, clip_norm, batches,
-                                                                   options.warm_up)
+                                                                   options.warm_up, parts)
         finally:
             sentence_cvae.token_nll = original_token_nll
 
@@ -157,7 +163,7 @@ def main():
         inner = {name: seconds / options.updates for name, seconds in parts.seconds.items() if name != "choice"}
         if inner:
             print("  of which " + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in inner.items()))
-        if chosen_by == "likelihood" and choice > 0:
+        if chosen_by == sentence_cvae.LIKELIHOOD_CHOICE and choice > 0:
             per_row = choice / scored_rows
             print(f"  {per_row:.3f} s an update per scored row a sentence: the target allows "
                   f"--prior-draw-fraction x --prior-draw-best-of <= {max(allowed, 0) / per_row:.2f}")
